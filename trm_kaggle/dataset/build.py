@@ -283,8 +283,18 @@ def check_options(options: BuildOptions) -> None:
         raise UserError(f"--num-aug must be >= 0, got {options.num_aug}")
     if options.out.exists() and not options.force:
         raise UserError(f"{options.out}: already exists (use --force to replace it)")
-    if not options.out.parent.is_dir():
-        raise UserError(f"{options.out.parent}: no such directory")
+    for parent in options.out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{options.out}: {parent} is not a directory")
+
+
+def make_staging_dir(out: Path) -> Path:
+    """An empty directory beside `out` (parents created) to build in before the rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
 
 
 def write_dataset(staging: Path, plans: list[TaskPlan], options: BuildOptions) -> dict[str, int]:
@@ -311,9 +321,7 @@ def build_dataset(options: BuildOptions) -> BuildSummary:
     check_options(options)
     subsets = load_source(options.source, options.subsets)
     plans = plan_tasks(subsets, options.test_set, options.num_aug, options.seed, options.progress)
-    staging = options.out.parent / f".{options.out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = make_staging_dir(options.out)
     try:
         examples = write_dataset(staging, plans, options)
         write_json(staging / "build.json", {
