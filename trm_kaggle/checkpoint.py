@@ -1,0 +1,213 @@
+"""Checkpoints: ours (a `step_N/` directory) and the original TRM's (a bare `step_N` file
+with `all_config.yaml` beside it) load through one function.
+
+Ours, written atomically (a temporary directory renamed into place):
+
+    step_N/model.pt          state_dict of trm_kaggle.model.TRM (torch.save)
+    step_N/config.json       {"model": ModelConfig, ...the rest of the resolved config}
+    step_N/identifiers.json  the puzzle-embedding row names
+    step_N/train_state.pt    optional: what resuming needs (optimizers, step, EMA, RNG, sampler)
+    step_N/meta.json         format, step, SHA-256 of every other file
+
+Everything is read with `torch.load(weights_only=True)`: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trm_kaggle.config import ModelConfig, model_config_from_original
+from trm_kaggle.errors import UserError
+from trm_kaggle.model import TRM
+
+FORMAT = "trm-kaggle-checkpoint/1"
+MODEL_FILE, CONFIG_FILE, IDS_FILE, TRAIN_STATE_FILE, META_FILE = (
+    "model.pt", "config.json", "identifiers.json", "train_state.pt", "meta.json")
+ORIGINAL_PREFIXES = ("_orig_mod.", "model.inner.")
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    identifiers: list[str] | None
+    source: Path
+    original_format: bool
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    step: int | None = None
+
+    def build_model(self) -> TRM:
+        """A TRM with these weights, on the CPU, in eval mode."""
+        model = TRM(self.config)
+        load_weights(model, self.state_dict, self.source)
+        return model.eval()
+
+    def train_state(self) -> dict[str, Any] | None:
+        path = self.source / TRAIN_STATE_FILE
+        return torch_load(path) if not self.original_format and path.is_file() else None
+
+
+# ---------------------------------------------------------------------------- reading
+
+def torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason}") from None
+
+
+def read_json_file(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from None
+
+
+def strip_original_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Original keys `_orig_mod.model.inner.X` (compiled) or `model.inner.X` -> our `X`."""
+    renamed = {}
+    for key, value in state_dict.items():
+        for prefix in ORIGINAL_PREFIXES:
+            key = key.removeprefix(prefix)
+        renamed[key] = value
+    return renamed
+
+
+def load_weights(model: TRM, state_dict: dict[str, torch.Tensor], source: Path) -> None:
+    """Strict load with a one-line error naming the first mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise UserError(f"{source}: weights do not fit the architecture: {what} "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
+    for key, tensor in expected.items():
+        if state_dict[key].shape != tensor.shape:
+            raise UserError(f"{source}: weights do not fit the architecture: {key} has shape "
+                            f"{tuple(state_dict[key].shape)}, the architecture needs {tuple(tensor.shape)}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_original(path: Path) -> Checkpoint:
+    """An original-TRM checkpoint: `step_N` plus `all_config.yaml` (and `identifiers.json`)."""
+    import yaml  # hydra-core's dependency; only the original format needs it
+
+    config_path = path.parent / "all_config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"{config_path}: no such file (an original TRM checkpoint needs its all_config.yaml)")
+    try:
+        run_config = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{config_path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(run_config, dict) or not isinstance(run_config.get("arch"), dict):
+        raise UserError(f"{config_path}: no arch: block")
+    state = torch_load(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: not a state_dict of tensors")
+    state = strip_original_prefixes(state)
+    table = state.get("puzzle_emb.weights")
+    if table is None:
+        raise UserError(f"{path}: weights do not fit the architecture: missing puzzle_emb.weights")
+    config = model_config_from_original(run_config["arch"], table.shape[0], str(config_path))
+    ids_path = path.parent / "identifiers.json"
+    identifiers = read_json_file(ids_path) if ids_path.is_file() else None
+    return Checkpoint(config, state, identifiers, path, original_format=True,
+                      extra_config={k: v for k, v in run_config.items() if k != "arch"})
+
+
+def verify_hashes(directory: Path, meta: dict[str, Any]) -> None:
+    for name, digest in meta.get("sha256", {}).items():
+        if not (directory / name).is_file():
+            raise UserError(f"{directory / name}: no such file (listed in {META_FILE})")
+        if sha256_file(directory / name) != digest:
+            raise UserError(f"{directory / name}: SHA-256 differs from {META_FILE}: the file is damaged")
+
+
+def load_ours(directory: Path) -> Checkpoint:
+    meta = read_json_file(directory / META_FILE)
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{directory / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    verify_hashes(directory, meta)
+    config = read_json_file(directory / CONFIG_FILE)
+    try:
+        model_config = ModelConfig.model_validate(config["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{directory / CONFIG_FILE}: no valid model config: {' '.join(str(exc).split())[:200]}") from None
+    state = torch_load(directory / MODEL_FILE)
+    return Checkpoint(model_config, state, read_json_file(directory / IDS_FILE), directory,
+                      original_format=False, extra_config={k: v for k, v in config.items() if k != "model"},
+                      step=meta.get("step"))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load ours (a directory) or an original TRM checkpoint (a file)."""
+    path = Path(path)
+    if path.is_dir():
+        return load_ours(path)
+    if path.is_file():
+        return load_original(path)
+    raise UserError(f"{path}: no such checkpoint")
+
+
+# ---------------------------------------------------------------------------- writing
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_tree(directory: Path) -> None:
+    for path in [*directory.iterdir(), directory]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(directory: str | Path, model: TRM, identifiers: list[str], step: int,
+                    extra_config: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None) -> Path:
+    """Write `directory` (e.g. runs/x/step_100) atomically: all of it or, after a crash,
+    none of it. An existing directory of that name is replaced only once the new one is
+    complete."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        torch.save(model.state_dict(), staging / MODEL_FILE)
+        config = {"model": model.config.model_dump()} | (extra_config or {})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        (staging / IDS_FILE).write_text(json.dumps(identifiers))
+        if train_state is not None:
+            torch.save(train_state, staging / TRAIN_STATE_FILE)
+        hashes = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+        (staging / META_FILE).write_text(json.dumps({"format": FORMAT, "step": step, "sha256": hashes}, indent=2))
+        fsync_tree(staging)
+        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+        if directory.exists():
+            directory.rename(old)
+        staging.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory

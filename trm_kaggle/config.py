@@ -1,0 +1,73 @@
+"""Pydantic schemas for configs: frozen, unknown keys rejected, so a typo is an error and
+not a silently ignored setting."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trm_kaggle.augment import SEQ_LEN, VOCAB_SIZE
+from trm_kaggle.errors import UserError
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(Frozen):
+    """TRM (ACT V1) architecture; defaults are the paper configuration (DESIGN §5)."""
+
+    num_puzzle_identifiers: int = Field(ge=1)
+    vocab_size: int = VOCAB_SIZE
+    seq_len: int = SEQ_LEN
+    hidden_size: int = 512
+    num_heads: int = 8
+    L_layers: int = Field(2, ge=1)
+    H_cycles: int = Field(3, ge=1)
+    L_cycles: int = Field(4, ge=1)
+    expansion: float = 4.0
+    puzzle_emb_ndim: int = Field(512, ge=1)
+    puzzle_emb_len: int = Field(16, ge=0)  # 0: ceil(puzzle_emb_ndim / hidden_size), as the original
+    pos_encodings: Literal["rope", "learned", "none"] = "rope"
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    halt_max_steps: int = Field(16, ge=1)
+    halt_exploration_prob: float = Field(0.1, ge=0, le=1)
+    forward_dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+
+    @property
+    def puzzle_tokens(self) -> int:
+        """Puzzle-embedding positions prepended to the 900 grid tokens."""
+        if self.puzzle_emb_len:
+            return self.puzzle_emb_len
+        return -(self.puzzle_emb_ndim // -self.hidden_size)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def model_post_init(self, _: Any) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.puzzle_emb_ndim > self.puzzle_tokens * self.hidden_size:
+            raise ValueError(f"puzzle_emb_ndim {self.puzzle_emb_ndim} does not fit in "
+                             f"{self.puzzle_tokens} tokens of {self.hidden_size}")
+
+
+# Keys of the original's `arch:` block that name code paths we implement one way only.
+_ORIGINAL_ONLY = {"mlp_t": False, "no_ACT_continue": True}
+_ORIGINAL_IGNORED = {"name", "loss", "H_layers", "batch_size"}
+
+
+def model_config_from_original(arch: dict[str, Any], num_puzzle_identifiers: int, where: str) -> ModelConfig:
+    """The ModelConfig of an original-TRM `arch:` block (all_config.yaml)."""
+    for key, supported in _ORIGINAL_ONLY.items():
+        if arch.get(key, supported) != supported:
+            raise UserError(f"{where}: arch.{key}={arch[key]} is not supported (only {supported})")
+    fields = {k: v for k, v in arch.items() if k not in _ORIGINAL_IGNORED and k not in _ORIGINAL_ONLY}
+    try:
+        return ModelConfig(num_puzzle_identifiers=num_puzzle_identifiers, **fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise UserError(f"{where}: arch.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None

@@ -1,0 +1,138 @@
+"""The Tiny Recursive Model with adaptive computation time (ACT V1), as the original TRM.
+
+One ACT step: embed the tokens (and prepend the puzzle embedding as `puzzle_tokens`
+positions), then recurse with one shared 2-layer network f: (H_cycles − 1) cycles without
+grad and one with, each `L_cycles × z_L = f(z_L, z_H + x)` then `z_H = f(z_H, z_L)`. The
+answer is `lm_head(z_H)` on the grid positions; `q_head(z_H[:, 0])` says whether to halt.
+
+The ACT carry lets a batch hold sequences at different steps: a halted sequence is replaced
+by the incoming batch's row and restarts from the init states. In eval every sequence runs
+exactly `halt_max_steps` steps.
+
+State-dict names equal the original's below `model.inner.` (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trm_kaggle.config import ModelConfig
+from trm_kaggle.layers import (
+    Block, Embedding, Linear, PuzzleEmbedding, ReasoningModule, RotaryEmbedding, trunc_normal_)
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Carry:
+    """What persists between ACT steps: latent states, steps taken, halted flags and the
+    examples each batch row currently works on."""
+
+    z_H: torch.Tensor
+    z_L: torch.Tensor
+    steps: torch.Tensor   # (B,) int32
+    halted: torch.Tensor  # (B,) bool
+    data: Batch
+
+
+class TRM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.dtype = getattr(torch, config.forward_dtype)
+        hidden, positions = config.hidden_size, config.seq_len + config.puzzle_tokens
+        self.embed_scale = math.sqrt(hidden)
+        self.embed_tokens = Embedding(config.vocab_size, hidden, 1 / self.embed_scale, self.dtype)
+        self.lm_head = Linear(hidden, config.vocab_size)
+        self.q_head = Linear(hidden, 2, bias=True)
+        self.puzzle_emb = PuzzleEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim, self.dtype)
+        self.rotary_emb = None
+        if config.pos_encodings == "rope":
+            self.rotary_emb = RotaryEmbedding(config.head_dim, positions, config.rope_theta)
+        elif config.pos_encodings == "learned":
+            self.embed_pos = Embedding(positions, hidden, 1 / self.embed_scale, self.dtype)
+        self.L_level = ReasoningModule([Block(hidden, config.num_heads, config.expansion, config.rms_norm_eps)
+                                        for _ in range(config.L_layers)])
+        self.H_init = nn.Buffer(trunc_normal_(torch.empty(hidden), 1.0).to(self.dtype))
+        self.L_init = nn.Buffer(trunc_normal_(torch.empty(hidden), 1.0).to(self.dtype))
+        with torch.no_grad():  # halting starts almost off: q_halt ≈ −5
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5)
+
+    # ------------------------------------------------------------------------ one ACT step
+
+    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed_tokens(inputs.long())
+        puzzle = self.puzzle_emb(puzzle_identifiers)
+        hidden, count = self.config.hidden_size, self.config.puzzle_tokens
+        puzzle = F.pad(puzzle, (0, count * hidden - puzzle.shape[-1])).view(-1, count, hidden)
+        x = torch.cat([puzzle, tokens], dim=-2)
+        if self.config.pos_encodings == "learned":  # 1/√2 keeps the sum's variance
+            x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(self.dtype))
+        return self.embed_scale * x
+
+    def recurse(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One H cycle of the recursion."""
+        for _ in range(self.config.L_cycles):
+            z_L = self.L_level(z_L, z_H + x, self.rotary_emb)
+        return self.L_level(z_H, z_L, self.rotary_emb), z_L
+
+    def step(self, z_H: torch.Tensor, z_L: torch.Tensor, batch: Batch):
+        """The inner model: new (detached) latents, token logits, (q_halt, q_continue)."""
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        with torch.no_grad():
+            for _ in range(self.config.H_cycles - 1):
+                z_H, z_L = self.recurse(z_H, z_L, x)
+        z_H, z_L = self.recurse(z_H, z_L, x)
+        logits = self.lm_head(z_H)[:, self.config.puzzle_tokens:]
+        q = self.q_head(z_H[:, 0]).float()
+        return z_H.detach(), z_L.detach(), logits, q[..., 0], q[..., 1]
+
+    # ------------------------------------------------------------------------ ACT wrapper
+
+    def initial_carry(self, batch: Batch) -> Carry:
+        """Every row halted, so the first forward loads the batch and starts from the inits."""
+        size = batch["inputs"].shape[0]
+        shape = (size, self.config.seq_len + self.config.puzzle_tokens, self.config.hidden_size)
+        device = self.H_init.device
+        return Carry(
+            z_H=self.H_init.expand(shape).clone(), z_L=self.L_init.expand(shape).clone(),
+            steps=torch.zeros(size, dtype=torch.int32, device=device),
+            halted=torch.ones(size, dtype=torch.bool, device=device),
+            data={k: torch.empty_like(v) for k, v in batch.items()},
+        )
+
+    def forward(self, carry: Carry, batch: Batch) -> tuple[Carry, dict[str, torch.Tensor]]:
+        reset = carry.halted.view(-1, 1, 1)
+        z_H = torch.where(reset, self.H_init, carry.z_H)
+        z_L = torch.where(reset, self.L_init, carry.z_L)
+        steps = torch.where(carry.halted, 0, carry.steps)
+        data = {k: torch.where(carry.halted.view(-1, *[1] * (v.ndim - 1)), batch[k], v)
+                for k, v in carry.data.items()}
+        z_H, z_L, logits, q_halt, q_continue = self.step(z_H, z_L, data)
+        with torch.no_grad():
+            steps = steps + 1
+            halted = self.halting(steps, q_halt)
+        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        return Carry(z_H, z_L, steps, halted, data), outputs
+
+    def halting(self, steps: torch.Tensor, q_halt: torch.Tensor) -> torch.Tensor:
+        """Eval: halt at max steps only. Training: also when q_halt > 0, except that with
+        probability `halt_exploration_prob` a row must first reach U{2..max} steps."""
+        max_steps = self.config.halt_max_steps
+        halted = steps >= max_steps
+        if not self.training or max_steps == 1:
+            return halted
+        halted = halted | (q_halt > 0)
+        explore = torch.rand_like(q_halt) < self.config.halt_exploration_prob
+        min_steps = explore * torch.randint_like(steps, low=2, high=max_steps + 1)
+        return halted & (steps >= min_steps)
+
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """Everything AdamATan2 trains (the puzzle table is a buffer, trained apart)."""
+        return list(self.parameters())
