@@ -39,7 +39,7 @@ class ArcFormatError(UserError):
     """An ARC file that cannot be used as it is."""
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     """The JSON name of a value's type: what a user sees in their file."""
     names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
              float: "number", type(None): "null"}
@@ -49,7 +49,7 @@ def _json_type(value: Any) -> str:
 def _grid_problem(value: Any) -> str | None:
     """Why `value` is not an ARC grid, or None when it is one."""
     if not isinstance(value, list):
-        return f"expected an array of rows, got {_json_type(value)}"
+        return f"expected an array of rows, got {json_type(value)}"
     if not value:
         return "grid is empty"
     if len(value) > MAX_GRID_SIZE:
@@ -57,7 +57,7 @@ def _grid_problem(value: Any) -> str | None:
     width = None
     for r, row in enumerate(value):
         if not isinstance(row, list):
-            return f"row {r} is {_json_type(row)}, expected an array of cells"
+            return f"row {r} is {json_type(row)}, expected an array of cells"
         if not row:
             return f"row {r} is empty"
         if width is None:
@@ -69,7 +69,7 @@ def _grid_problem(value: Any) -> str | None:
         for c, cell in enumerate(row):
             # `type(...) is int` rejects bools (a subclass of int) as well as floats and strings.
             if type(cell) is not int:
-                return f"row {r} col {c}: {json.dumps(cell)} is {_json_type(cell)}, expected an integer 0..9"
+                return f"row {r} col {c}: {json.dumps(cell)} is {json_type(cell)}, expected an integer 0..9"
             if not 0 <= cell < NUM_COLOURS:
                 return f"row {r} col {c}: {cell} is outside 0..9"
     return None
@@ -151,7 +151,7 @@ def _error_text(error: dict) -> str:
         return f"{_loc_text(loc)}: no pairs"
     if kind in ("list_type", "model_type", "model_attributes_type", "dict_type"):
         expected = "an array" if kind == "list_type" else "an object"
-        return f"{_loc_text(loc)}: expected {expected}, got {_json_type(value)}"
+        return f"{_loc_text(loc)}: expected {expected}, got {json_type(value)}"
     return f"{_loc_text(loc)}: {error['msg']}"
 
 
@@ -183,7 +183,7 @@ def read_json(path: Path) -> Any:
 
 def _as_object(data: Any, path: Path, what: str) -> dict:
     if not isinstance(data, dict):
-        raise ArcFormatError(f"{path}: expected a JSON object of {what}, got {_json_type(data)}")
+        raise ArcFormatError(f"{path}: expected a JSON object of {what}, got {json_type(data)}")
     return data
 
 
@@ -192,7 +192,7 @@ def parse_task(task_id: str, raw: Any, path: Path) -> Task:
     if not task_id or VARIANT_SEPARATOR in task_id:
         raise ArcFormatError(f"{path}: task {task_id!r}: a task id must be non-empty without {VARIANT_SEPARATOR!r}")
     if not isinstance(raw, dict):
-        raise ArcFormatError(f"{path}: task {task_id}: expected an object, got {_json_type(raw)}")
+        raise ArcFormatError(f"{path}: task {task_id}: expected an object, got {json_type(raw)}")
     try:
         return Task.model_validate({**raw, "id": task_id})
     except ValidationError as exc:
@@ -202,7 +202,7 @@ def parse_task(task_id: str, raw: Any, path: Path) -> Task:
 def parse_solutions(task: Task, raw: Any, path: Path) -> Task:
     """Attach the outputs of a solutions file entry to a task's test inputs."""
     if not isinstance(raw, list):
-        raise ArcFormatError(f"{path}: task {task.id}: expected an array of grids, got {_json_type(raw)}")
+        raise ArcFormatError(f"{path}: task {task.id}: expected an array of grids, got {json_type(raw)}")
     if len(raw) != len(task.test):
         raise ArcFormatError(
             f"{path}: task {task.id}: {len(raw)} solutions for {len(task.test)} test inputs")
