@@ -1,0 +1,87 @@
+"""trm-eval on the original's checkpoint and dataset: its numbers, a valid submission, and
+variants matched to embedding rows by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trm_kaggle.arc import parse_task
+from trm_kaggle.checkpoint import load_checkpoint, save_checkpoint
+from trm_kaggle.cli.eval import main
+from trm_kaggle.dataset.format import load_identifiers, load_split
+from trm_kaggle.evaluate import select_examples
+from trm_kaggle.submission import validate_submission
+
+from conftest import FIXTURES, REFERENCE_DATASET
+
+CHECKPOINT = FIXTURES / "reference_trm" / "checkpoint"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([*argv, "--quiet"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_dump_logits_equals_the_originals_and_the_submission_is_complete(tmp_path, capsys):
+    code, out, err = run(capsys, "--ckpt", str(CHECKPOINT / "step_72385"), "--data", str(REFERENCE_DATASET),
+                         "--limit", "12", "--dump-logits", str(tmp_path / "x.npz"),
+                         "--submission", str(tmp_path / "submission.json"))
+    assert code == 0, err
+    got, expected = np.load(tmp_path / "x.npz"), np.load(CHECKPOINT / "expected.npz")
+    np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["q_halt_logits"], expected["q_halt_logits"], atol=1e-4, rtol=0)
+    assert "pass@K per output (Kaggle): @1 " in out
+    tasks = [parse_task(k, v, REFERENCE_DATASET) for k, v in
+             json.loads((REFERENCE_DATASET / "test_puzzles.json").read_text()).items()]
+    submission = json.loads((tmp_path / "submission.json").read_text())
+    assert validate_submission(submission, tasks) == []
+
+
+def test_variants_find_their_embedding_rows_by_name(tmp_path, capsys):
+    """A checkpoint whose rows are in another order predicts exactly as the original order."""
+    source = load_checkpoint(CHECKPOINT / "step_72385")
+    model = source.build_model()
+    order = np.random.default_rng(0).permutation(np.arange(1, 129))
+    order = np.concatenate([[0], order])
+    with torch.no_grad():
+        model.puzzle_emb.weights.copy_(model.puzzle_emb.weights[torch.from_numpy(order)])
+    shuffled = save_checkpoint(tmp_path / "step_1", model, [source.identifiers[i] for i in order], step=1)
+    for ckpt, name in ((CHECKPOINT / "step_72385", "a.npz"), (shuffled, "b.npz")):
+        code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET), "--limit", "6",
+                           "--dump-logits", str(tmp_path / name))
+        assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["logits"], np.load(tmp_path / "b.npz")["logits"])
+
+
+def test_a_checkpoint_without_rows_for_the_datasets_variants_is_refused(tmp_path, capsys):
+    source = load_checkpoint(CHECKPOINT / "step_72385")
+    ids = list(source.identifiers)
+    ids[81] = "somebody-else"
+    ckpt = save_checkpoint(tmp_path / "step_1", source.build_model(), ids, step=1)
+    code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET))
+    assert code == 2 and err.count("\n") == 1
+    assert "1 of the dataset's variants have no embedding row in the checkpoint (first: 20270e3b)" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--limit", "0"], "--limit must be >= 1"),
+    (["--num-aug", "-1"], "--num-aug must be >= 0"),
+])
+def test_bad_arguments_are_one_line(argv, message, capsys):
+    code, _, err = run(capsys, "--ckpt", str(CHECKPOINT / "step_72385"), "--data", str(REFERENCE_DATASET), *argv)
+    assert code == 2 and message in err
+
+
+def test_num_aug_keeps_the_original_and_the_first_variants():
+    split, names = load_split(REFERENCE_DATASET, "test"), load_identifiers(REFERENCE_DATASET)
+    originals = select_examples(split, 0, None)
+    puzzle = np.searchsorted(split.puzzle_indices, originals, side="right") - 1
+    assert len(originals) == 20 and all("|||" not in names[i] for i in split.puzzle_identifiers[puzzle])
+    assert len(select_examples(split, 1, None)) == 40
+    assert len(select_examples(split, None, None)) == split.num_examples == 80
+    assert select_examples(split, None, 7).tolist() == list(range(7))

@@ -1,0 +1,62 @@
+"""trm-eval: pass@K of a checkpoint on a dataset split (and a submission, logits on request)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trm_kaggle.checkpoint import load_checkpoint
+from trm_kaggle.cli.common import run_cli
+from trm_kaggle.evaluate import evaluate, summary_lines, write_logits
+from trm_kaggle.submission import write_submission
+from trm_kaggle.vote import build_submission
+
+PROG = "trm-eval"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p.add_argument("--ckpt", required=True, type=Path, help="step_N directory (ours) or original step_N file")
+    p.add_argument("--data", required=True, type=Path, help="dataset directory (trm-build-data layout)")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--limit", type=int, help="only the first N examples")
+    p.add_argument("--num-aug", type=int, help="vote over the original plus the first K variants per task")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"),
+                   help="forward dtype (default: the checkpoint's on GPU, float32 on CPU)")
+    p.add_argument("--submission", type=Path, help="write a complete submission.json here")
+    p.add_argument("--dump-logits", type=Path, help="write every ACT step's logits and q_halt here (.npz)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> None:
+        import torch
+
+        for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--num-aug", args.num_aug)):
+            if value is not None and value < (0 if flag == "--num-aug" else 1):
+                raise_usage(f"{flag} must be {'>= 0' if flag == '--num-aug' else '>= 1'}, got {value}")
+        dtype = args.dtype or (None if torch.cuda.is_available() else "float32")
+        result = evaluate(load_checkpoint(args.ckpt), args.data, args.split, args.num_aug, args.limit,
+                          args.batch_size, keep_steps=args.dump_logits is not None,
+                          progress=not args.quiet, dtype=dtype)
+        if args.dump_logits:
+            write_logits(args.dump_logits, result.predictions)
+        if args.submission:
+            write_submission(args.submission, build_submission(result.tasks, result.ranked), result.tasks)
+        print("\n".join(summary_lines(result)))
+
+    return run_cli(PROG, body)
+
+
+def raise_usage(message: str) -> None:
+    from trm_kaggle.errors import UserError
+    raise UserError(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
