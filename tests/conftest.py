@@ -3,6 +3,7 @@ tasks as the original builder's `reference_trm/dataset_mini`."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,20 @@ def mini_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("built") / "mini"
     build_dataset(mini_options(out))
     return out
+
+
+DELETE = object()  # with_change's marker: delete the key instead of setting it
+
+
+def with_change(obj, path: tuple, value):
+    """A deep copy of a JSON-like `obj` with the value at `path` replaced (or deleted)."""
+    obj = copy.deepcopy(obj)
+    *parents, last = path
+    node = obj
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return obj

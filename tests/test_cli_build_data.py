@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -12,49 +11,41 @@ import pytest
 
 from trm_kaggle.cli.build_data import main
 
+from conftest import DELETE, with_change
+
 GOOD_TASK = {"train": [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}],
              "test": [{"input": [[5, 6], [7, 8]]}]}
 GOOD_SOLUTION = [[[8, 7], [6, 5]]]
 
 
-def with_change(path: tuple, value) -> dict:
+def changed(path: tuple, value) -> dict:
     """GOOD_TASK with the value at `path` replaced (or deleted when value is DELETE)."""
-    task = copy.deepcopy(GOOD_TASK)
-    *parents, last = path
-    node = task
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return task
+    return with_change(GOOD_TASK, path, value)
 
 
-DELETE = object()
 
 # (what is wrong, the task under id "t1", the words the error must contain)
 BAD_TASKS = [
-    ("non-rectangular", with_change(("train", 0, "input"), [[1, 2], [3]]),
+    ("non-rectangular", changed(("train", 0, "input"), [[1, 2], [3]]),
      "task t1 train[0].input: row 1 has 1 cells, row 0 has 2"),
-    ("empty grid", with_change(("train", 0, "output"), []), "task t1 train[0].output: grid is empty"),
-    ("empty row", with_change(("test", 0, "input"), [[]]), "task t1 test[0].input: row 0 is empty"),
-    ("too many rows", with_change(("train", 0, "input"), [[1]] * 31), "31 rows, at most 30"),
-    ("too many cols", with_change(("train", 0, "input"), [[1] * 31]), "31 cells, at most 30"),
-    ("cell above 9", with_change(("train", 0, "input"), [[1, 10]]), "row 0 col 1: 10 is outside 0..9"),
-    ("negative cell", with_change(("train", 0, "input"), [[-1]]), "-1 is outside 0..9"),
-    ("bool cell", with_change(("train", 0, "input"), [[True]]), "true is boolean, expected an integer"),
-    ("float cell", with_change(("train", 0, "input"), [[1.0]]), "1.0 is number, expected an integer"),
-    ("string cell", with_change(("train", 0, "input"), [["1"]]), '"1" is string, expected an integer'),
-    ("row not an array", with_change(("train", 0, "input"), [1, 2]), "row 0 is integer"),
-    ("grid not an array", with_change(("train", 0, "input"), "x"), "expected an array of rows, got string"),
-    ("missing output", with_change(("train", 0, "output"), DELETE), "task t1 train[0]: missing key 'output'"),
-    ("missing test", with_change(("test",), DELETE), "task t1: missing key 'test'"),
-    ("missing train", with_change(("train",), DELETE), "task t1: missing key 'train'"),
-    ("no train pairs", with_change(("train",), []), "task t1 train: no pairs"),
-    ("no test inputs", with_change(("test",), []), "task t1 test: no pairs"),
-    ("train not an array", with_change(("train",), {}), "task t1 train: expected an array, got object"),
-    ("pair not an object", with_change(("train", 0), [1]), "task t1 train[0]: expected an object, got array"),
+    ("empty grid", changed(("train", 0, "output"), []), "task t1 train[0].output: grid is empty"),
+    ("empty row", changed(("test", 0, "input"), [[]]), "task t1 test[0].input: row 0 is empty"),
+    ("too many rows", changed(("train", 0, "input"), [[1]] * 31), "31 rows, at most 30"),
+    ("too many cols", changed(("train", 0, "input"), [[1] * 31]), "31 cells, at most 30"),
+    ("cell above 9", changed(("train", 0, "input"), [[1, 10]]), "row 0 col 1: 10 is outside 0..9"),
+    ("negative cell", changed(("train", 0, "input"), [[-1]]), "-1 is outside 0..9"),
+    ("bool cell", changed(("train", 0, "input"), [[True]]), "true is boolean, expected an integer"),
+    ("float cell", changed(("train", 0, "input"), [[1.0]]), "1.0 is number, expected an integer"),
+    ("string cell", changed(("train", 0, "input"), [["1"]]), '"1" is string, expected an integer'),
+    ("row not an array", changed(("train", 0, "input"), [1, 2]), "row 0 is integer"),
+    ("grid not an array", changed(("train", 0, "input"), "x"), "expected an array of rows, got string"),
+    ("missing output", changed(("train", 0, "output"), DELETE), "task t1 train[0]: missing key 'output'"),
+    ("missing test", changed(("test",), DELETE), "task t1: missing key 'test'"),
+    ("missing train", changed(("train",), DELETE), "task t1: missing key 'train'"),
+    ("no train pairs", changed(("train",), []), "task t1 train: no pairs"),
+    ("no test inputs", changed(("test",), []), "task t1 test: no pairs"),
+    ("train not an array", changed(("train",), {}), "task t1 train: expected an array, got object"),
+    ("pair not an object", changed(("train", 0), [1]), "task t1 train[0]: expected an object, got array"),
     ("task not an object", [1, 2], "task t1: expected an object, got array"),
 ]
 
@@ -146,7 +137,7 @@ def test_bad_requests_are_one_line(tmp_path, capsys):
 
 def test_the_console_script_reports_without_traceback_and_builds(tmp_path):
     """The installed entry point end to end: a bad file, then a good build and its summary."""
-    (tmp_path / "p_x_challenges.json").write_text(json.dumps({"t1": with_change(("train", 0, "input"), [[11]])}))
+    (tmp_path / "p_x_challenges.json").write_text(json.dumps({"t1": changed(("train", 0, "input"), [[11]])}))
     cmd = [sys.executable, "-m", "trm_kaggle.cli.build_data", "--quiet"]
     bad = subprocess.run(cmd + build_args(tmp_path / "p", tmp_path / "out"), capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ARC_MINI
+from conftest import ARC_MINI, DELETE, with_change
 from trm_kaggle.arc import kaggle_paths, load_challenges
 from trm_kaggle.errors import UserError
 from trm_kaggle.submission import (SubmissionError, fallback_grid, load_solutions, parse_solutions,
@@ -36,19 +36,9 @@ def perfect(raw_solutions) -> dict:
 
 
 def set_at(sub: dict, path: tuple, value) -> dict:
-    sub = copy.deepcopy(sub)
-    *parents, last = path
-    node = sub
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return sub
+    return with_change(sub, path, value)
 
 
-DELETE = object()
 
 # (what is wrong, the change, the exact problem line)
 MALFORMED = [
