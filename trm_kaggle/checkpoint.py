@@ -163,6 +163,50 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     raise UserError(f"{path}: no such checkpoint")
 
 
+# ---------------------------------------------------------------------------- starting from one
+
+ARCH_FIELDS_IGNORED = {"num_puzzle_identifiers", "forward_dtype", "halt_exploration_prob"}  # not the architecture
+
+
+def check_same_architecture(model: TRM, ckpt: Checkpoint) -> None:
+    """A checkpoint used to start a run must be the run's architecture, behaviour included
+    (cycles, halting), not just shape-compatible."""
+    ours, theirs = model.config.model_dump(), ckpt.config.model_dump()
+    for key in ours:
+        if key not in ARCH_FIELDS_IGNORED and ours[key] != theirs[key]:
+            raise UserError(f"{ckpt.source}: arch.{key} is {theirs[key]}, this run's is {ours[key]}")
+
+
+@torch.no_grad()
+def init_from_checkpoint(model: TRM, ckpt: Checkpoint, identifiers: list[str], new_rows: str,
+                         seed: int = 0) -> tuple[int, int]:
+    """Load a checkpoint's trunk into `model` and its puzzle-embedding rows by identifier
+    name; rows it lacks start at the mean of its trained rows (`normal`: drawn with their
+    per-dimension mean and std). Returns (rows copied, rows initialised), the blank row
+    aside."""
+    check_same_architecture(model, ckpt)
+    state = dict(ckpt.state_dict)
+    table = state.pop("puzzle_emb.weights").float()
+    state["puzzle_emb.weights"] = model.puzzle_emb.weights
+    load_weights(model, state, ckpt.source)
+    trained = table[1:] if len(table) > 1 else table
+    mean, std = trained.mean(0), trained.std(0) if len(trained) > 1 else torch.zeros_like(trained[0])
+    rows = {name: i for i, name in enumerate(ckpt.identifiers or [])}
+    weights = model.puzzle_emb.weights
+    generator = torch.Generator().manual_seed(seed)
+    copied = 0
+    for i, name in enumerate(identifiers[1:], start=1):
+        if name in rows:
+            weights[i] = table[rows[name]]
+            copied += 1
+        elif new_rows == "normal":
+            weights[i] = mean + std * torch.randn(mean.shape, generator=generator)
+        else:
+            weights[i] = mean
+    weights[0] = 0
+    return copied, len(identifiers) - 1 - copied
+
+
 # ---------------------------------------------------------------------------- writing
 
 def sha256_file(path: Path) -> str:
@@ -183,10 +227,12 @@ def fsync_tree(directory: Path) -> None:
 
 
 def save_checkpoint(directory: str | Path, model: TRM, identifiers: list[str], step: int,
-                    extra_config: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None) -> Path:
+                    extra_config: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None,
+                    extra_files: dict[str, bytes] | None = None, meta: dict[str, Any] | None = None) -> Path:
     """Write `directory` (e.g. runs/x/step_100) atomically: all of it or, after a crash,
     none of it. An existing directory of that name is replaced only once the new one is
-    complete."""
+    complete. `extra_files` (name -> bytes, e.g. config.yaml) are hashed like the rest;
+    `meta` adds fields to meta.json (wall time, version, git commit)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
@@ -199,8 +245,11 @@ def save_checkpoint(directory: str | Path, model: TRM, identifiers: list[str], s
         (staging / IDS_FILE).write_text(json.dumps(identifiers))
         if train_state is not None:
             torch.save(train_state, staging / TRAIN_STATE_FILE)
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
         hashes = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
-        (staging / META_FILE).write_text(json.dumps({"format": FORMAT, "step": step, "sha256": hashes}, indent=2))
+        fields = {"format": FORMAT, "step": step} | (meta or {}) | {"sha256": hashes}
+        (staging / META_FILE).write_text(json.dumps(fields, indent=2))
         fsync_tree(staging)
         old = directory.parent / f".{directory.name}.old-{os.getpid()}"
         if directory.exists():

@@ -71,3 +71,69 @@ def model_config_from_original(arch: dict[str, Any], num_puzzle_identifiers: int
     except ValidationError as exc:
         error = exc.errors()[0]
         raise UserError(f"{where}: arch.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+
+
+class ArchConfig(Frozen):
+    """ModelConfig without what the dataset decides (the number of puzzle identifiers)."""
+
+    hidden_size: int = 512
+    num_heads: int = 8
+    L_layers: int = 2
+    H_cycles: int = 3
+    L_cycles: int = 4
+    expansion: float = 4.0
+    puzzle_emb_ndim: int = 512
+    puzzle_emb_len: int = 16
+    pos_encodings: Literal["rope", "learned", "none"] = "rope"
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+    forward_dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"  # auto: bf16 on GPU, f32 on CPU
+
+    def to_model_config(self, num_puzzle_identifiers: int, cuda: bool) -> ModelConfig:
+        fields = self.model_dump()
+        if fields["forward_dtype"] == "auto":
+            fields["forward_dtype"] = "bfloat16" if cuda else "float32"
+        return ModelConfig(num_puzzle_identifiers=num_puzzle_identifiers, **fields)
+
+
+class WandbConfig(Frozen):
+    enabled: bool = False
+    project: str = "trm-kaggle"
+    entity: str | None = None
+    name: str | None = None
+
+
+class PretrainConfig(Frozen):
+    """trm-pretrain's resolved config (Hydra composes it; this validates it)."""
+
+    preset: str
+    data_path: str
+    run_dir: str
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(100_000, ge=1)
+    total_steps: int | None = Field(None, ge=1)  # the planned length (schedule); default from epochs
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (a pause, not a plan)
+    global_batch_size: int = Field(768, ge=1)
+    lr: float = Field(1e-4, ge=0)
+    puzzle_emb_lr: float = Field(1e-2, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    puzzle_emb_weight_decay: float = Field(0.1, ge=0)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    lr_warmup_steps: int = Field(2000, ge=0)
+    lr_min_ratio: float = Field(1.0, ge=0, le=1)
+    embeddings_only_fraction: float = Field(0.0, ge=0, le=1)  # first part of the steps: embeddings only
+    ema: bool = True
+    ema_rate: float = Field(0.999, gt=0, lt=1)
+    init_from: str | None = None  # a checkpoint (ours or original) to start from
+    init_new_rows: Literal["mean", "normal"] = "mean"
+    resume: bool = False
+    compile: bool = True  # torch.compile on CUDA; ignored on CPU
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # besides every eval and the final step
+    keep_last: int | None = Field(None, ge=1)
+    eval_every_epochs: int | None = Field(None, ge=1)
+    eval_num_aug: int | None = Field(None, ge=0)
+    eval_batch_size: int = Field(256, ge=1)
+    log_every_steps: int = Field(10, ge=1)
+    arch: ArchConfig = ArchConfig()
+    wandb: WandbConfig = WandbConfig()

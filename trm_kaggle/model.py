@@ -107,7 +107,11 @@ class TRM(nn.Module):
             data={k: torch.empty_like(v) for k, v in batch.items()},
         )
 
-    def forward(self, carry: Carry, batch: Batch) -> tuple[Carry, dict[str, torch.Tensor]]:
+    def forward(self, carry: Carry, batch: Batch,
+                noise: torch.Tensor | None = None) -> tuple[Carry, dict[str, torch.Tensor]]:
+        """One ACT step. `noise` (B, 2) uniform [0, 1) drives the halting exploration in
+        training; the trainer derives it from the seed, step and global row so that the run
+        does not depend on the number of ranks (default: torch's global RNG)."""
         reset = carry.halted.view(-1, 1, 1)
         z_H = torch.where(reset, self.H_init, carry.z_H)
         z_L = torch.where(reset, self.L_init, carry.z_L)
@@ -117,11 +121,11 @@ class TRM(nn.Module):
         z_H, z_L, logits, q_halt, q_continue = self.step(z_H, z_L, data)
         with torch.no_grad():
             steps = steps + 1
-            halted = self.halting(steps, q_halt)
+            halted = self.halting(steps, q_halt, noise)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
         return Carry(z_H, z_L, steps, halted, data), outputs
 
-    def halting(self, steps: torch.Tensor, q_halt: torch.Tensor) -> torch.Tensor:
+    def halting(self, steps: torch.Tensor, q_halt: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """Eval: halt at max steps only. Training: also when q_halt > 0, except that with
         probability `halt_exploration_prob` a row must first reach U{2..max} steps."""
         max_steps = self.config.halt_max_steps
@@ -129,8 +133,10 @@ class TRM(nn.Module):
         if not self.training or max_steps == 1:
             return halted
         halted = halted | (q_halt > 0)
-        explore = torch.rand_like(q_halt) < self.config.halt_exploration_prob
-        min_steps = explore * torch.randint_like(steps, low=2, high=max_steps + 1)
+        if noise is None:
+            noise = torch.rand(len(steps), 2, device=steps.device)
+        explore = noise[:, 0] < self.config.halt_exploration_prob
+        min_steps = explore * (2 + (noise[:, 1] * (max_steps - 1)).long().clamp_max(max_steps - 2))
         return halted & (steps >= min_steps)
 
     def trunk_parameters(self) -> list[nn.Parameter]:

@@ -1,0 +1,193 @@
+"""trm-pretrain: presets, a CPU run, exact resume (also after SIGTERM), two ranks = one,
+init_from an original checkpoint, keep_last."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trm_kaggle.checkpoint import load_checkpoint
+from trm_kaggle.cli.pretrain import CONF_DIR, load_config, main
+from trm_kaggle.dataset.build import build_dataset
+from trm_kaggle.errors import UserError
+from trm_kaggle.pretrain import PretrainRun, run_pretraining
+from trm_kaggle.train import TrainStep
+
+from conftest import FIXTURES, mini_options
+
+ORIGINAL_ARCH = ["arch.hidden_size=64", "arch.num_heads=4", "arch.L_layers=2", "arch.H_cycles=2", "arch.L_cycles=2",
+                 "arch.expansion=4", "arch.puzzle_emb_ndim=64", "arch.puzzle_emb_len=16", "arch.halt_max_steps=3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "data"
+    build_dataset(mini_options(out))
+    return out
+
+
+def tiny(data: Path, run_dir: Path, *overrides: str):
+    return load_config(["preset=cpu_tiny", f"data_path={data}", f"run_dir={run_dir}", *overrides])
+
+
+def weights(step_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(step_dir).state_dict
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "preset").glob("*.yaml")))
+def test_every_preset_composes_and_validates(preset):
+    config = load_config([f"preset={preset}", "data_path=d", "run_dir=r"])
+    assert config.preset == preset and config.data_path == "d"
+
+
+def test_the_presets_hold_their_recipes():
+    paper = load_config(["preset=arc2_paper", "data_path=d", "run_dir=r"])
+    assert (paper.global_batch_size, paper.lr, paper.puzzle_emb_lr, paper.lr_warmup_steps, paper.ema_rate) == \
+        (768, 1e-4, 1e-2, 2000, 0.999)
+    assert (paper.arch.H_cycles, paper.arch.L_cycles, paper.epochs) == (3, 4, 100_000)
+    post = load_config(["preset=arc2_posttrain", "data_path=d", "run_dir=r", "lr=3e-4"])
+    assert (post.global_batch_size, post.lr, post.puzzle_emb_lr, post.embeddings_only_fraction) == (384, 3e-4, 2e-2, 0.25)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["lr_warmup=5"], "lr_warmup"),
+    (["+lrr=1"], "config: lrr: unknown key (misspelt?)"),
+    (["arch.hiden_size=4"], "hiden_size"),
+    (["global_batch_size=0"], "global_batch_size"),
+    (["preset=arc3"], "arc3"),
+])
+def test_a_bad_key_or_value_fails_clearly(overrides, message, capsys):
+    code = main(["preset=cpu_tiny", "data_path=d", "run_dir=r", *overrides])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_missing_required_key_is_named(capsys):
+    assert main(["preset=cpu_tiny", "run_dir=r"]) == 2
+    assert "data_path" in capsys.readouterr().err
+
+
+def test_a_tiny_run_leaves_its_checkpoint_and_log(data, tmp_path):
+    path = run_pretraining(tiny(data, tmp_path / "run", "max_steps=8"))
+    assert path == tmp_path / "run" / "step_8"
+    files = {p.name for p in path.iterdir()}
+    assert {"model.pt", "train_state.pt", "config.yaml", "identifiers.json", "meta.json"} <= files
+    log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(log) == 8 and '"step": 8' in log[-1]
+    with pytest.raises(UserError, match="holds checkpoints"):
+        run_pretraining(tiny(data, tmp_path / "run", "max_steps=8"))
+
+
+def test_resume_equals_an_uninterrupted_run(data, tmp_path):
+    run_pretraining(tiny(data, tmp_path / "straight", "max_steps=8"))
+    run_pretraining(tiny(data, tmp_path / "paused", "max_steps=4"))
+    run_pretraining(tiny(data, tmp_path / "paused", "max_steps=8", "resume=true"))
+    assert_same_weights(tmp_path / "straight" / "step_8", tmp_path / "paused" / "step_8")
+    straight = torch.load(tmp_path / "straight" / "step_8" / "train_state.pt", weights_only=True)
+    paused = torch.load(tmp_path / "paused" / "step_8" / "train_state.pt", weights_only=True)
+    assert straight["sampler"] == paused["sampler"]
+    for a, b in zip(straight["carries"], paused["carries"]):
+        assert torch.equal(a["z_H"], b["z_H"]) and torch.equal(a["data"]["inputs"], b["data"]["inputs"])
+
+
+def test_sigterm_checkpoints_and_the_run_resumes_exactly(data, tmp_path, monkeypatch):
+    run_pretraining(tiny(data, tmp_path / "straight", "max_steps=8"))
+    original = TrainStep.__call__
+
+    def preempted_at_3(self, batch, train_trunk=None):
+        metrics = original(self, batch, train_trunk)
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(TrainStep, "__call__", preempted_at_3)
+    assert run_pretraining(tiny(data, tmp_path / "run", "max_steps=8")) == tmp_path / "run" / "step_3"
+    monkeypatch.setattr(TrainStep, "__call__", original)
+    run_pretraining(tiny(data, tmp_path / "run", "max_steps=8", "resume=true"))
+    assert_same_weights(tmp_path / "straight" / "step_8", tmp_path / "run" / "step_8")
+
+
+def test_keep_last_keeps_the_newest(data, tmp_path):
+    run_pretraining(tiny(data, tmp_path / "run", "max_steps=8", "checkpoint_every_steps=2", "keep_last=2"))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.jsonl", "step_6", "step_8"]
+
+
+def test_two_ranks_give_the_weights_of_one(data, tmp_path):
+    """torchrun with two gloo processes on the CPU against one process, same global batch."""
+    run_pretraining(tiny(data, tmp_path / "one", "max_steps=6"))
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "trm_kaggle.cli.pretrain",
+                           "preset=cpu_tiny", f"data_path={data}", f"run_dir={tmp_path / 'two'}", "max_steps=6"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_weights(tmp_path / "one" / "step_6", tmp_path / "two" / "step_6", atol=1e-3)
+
+
+def test_init_from_the_original_checkpoint_copies_rows_by_name(data, tmp_path, capsys):
+    original = FIXTURES / "reference_trm" / "checkpoint" / "step_72385"
+    other_seed = tmp_path / "data7"
+    build_dataset(mini_options(other_seed, seed=7))
+    run = PretrainRun(tiny(other_seed, tmp_path / "run", f"init_from={original}", *ORIGINAL_ARCH),
+                      _single_process())
+    out = capsys.readouterr().out
+    source = load_checkpoint(original)
+    names = {n: i for i, n in enumerate(source.identifiers)}
+    mine = run.identifiers
+    shared = [i for i, n in enumerate(mine) if i and n in names]
+    assert len(shared) >= 32  # at least every original task's plain id
+    assert f"{len(shared)} rows copied by name, {len(mine) - 1 - len(shared)} initialised (mean)" in out
+    table, theirs = run.model.puzzle_emb.weights, source.state_dict["puzzle_emb.weights"]
+    for i in shared:
+        assert torch.equal(table[i], theirs[names[mine[i]]])
+    fresh = [i for i in range(1, len(mine)) if i not in set(shared)]
+    torch.testing.assert_close(table[fresh[0]], theirs[1:].mean(0))
+    for key, value in source.state_dict.items():
+        if key != "puzzle_emb.weights":
+            assert torch.equal(run.model.state_dict()[key], value), key
+
+
+def test_init_from_a_different_architecture_is_refused(data, tmp_path):
+    original = FIXTURES / "reference_trm" / "checkpoint" / "step_72385"
+    with pytest.raises(UserError, match="arch.hidden_size is 64, this run's is 32"):
+        PretrainRun(tiny(data, tmp_path / "run", f"init_from={original}"), _single_process())
+
+
+def _single_process():
+    from trm_kaggle import distributed
+    return distributed.Dist(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def test_steps_counted_into_the_lr_schedule_and_embeddings_phase(data, tmp_path):
+    run = PretrainRun(tiny(data, tmp_path / "run", "embeddings_only_fraction=0.5", "total_steps=8"), _single_process())
+    assert run.step_fn.schedule.embeddings_only_steps == 4 and run.total_steps == 8
+    before = {k: v.clone() for k, v in run.model.named_parameters()}
+    run.stop_step = 4
+    run.train()
+    assert all(torch.equal(before[k], v) for k, v in run.model.named_parameters())
+    assert np.isfinite(run.step_fn.embeddings.param_groups[0]["lr"])
+
+
+def test_the_base_config_lists_every_key_so_each_can_be_overridden():
+    import yaml
+
+    from trm_kaggle.config import ArchConfig, PretrainConfig
+
+    base = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    assert set(base) - {"defaults"} == set(PretrainConfig.model_fields)
+    assert set(base["arch"]) == set(ArchConfig.model_fields)

@@ -1,0 +1,69 @@
+"""trm-pretrain: train a TRM. A Hydra app: `trm-pretrain preset=NAME data_path=DIR run_dir=DIR
+[key=value ...]`; the same command runs single-process or under torchrun."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from trm_kaggle.cli.common import run_cli
+from trm_kaggle.config import PretrainConfig
+from trm_kaggle.errors import UserError
+
+PROG = "trm-pretrain"
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+USAGE = (f"usage: {PROG} preset={{arc2_paper,arc2_posttrain,cpu_tiny}} data_path=DIR run_dir=DIR "
+         "[max_steps=N] [resume=true] [init_from=CKPT] [key=value ...]\nconfig: " + str(CONF_DIR))
+
+
+def compose(overrides: list[str]) -> dict[str, Any]:
+    """The resolved config as a plain dict; Hydra's errors become one-line UserErrors."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(f"config: {' '.join(str(exc).split())}") from None
+
+
+def validate(raw: dict[str, Any]) -> PretrainConfig:
+    try:
+        return PretrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = "unknown key (misspelt?)" if error["type"] == "extra_forbidden" else error["msg"]
+        raise UserError(f"config: {where}: {message}") from None
+
+
+def load_config(overrides: list[str]) -> PretrainConfig:
+    return validate(compose(overrides))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+
+    def body() -> None:
+        from trm_kaggle.pretrain import run_pretraining
+
+        path = run_pretraining(load_config(argv))
+        if path is not None and os.environ.get("RANK", "0") == "0":
+            print(f"{PROG}: last checkpoint {path}")
+
+    return run_cli(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

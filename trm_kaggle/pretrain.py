@@ -1,0 +1,265 @@
+"""trm-pretrain's run: data, model, the training loop, evaluation, checkpoints and resume.
+
+One process per GPU (or one on the CPU); every rank builds the same model from the seed,
+takes its slice of each global batch, and applies identical updates, so rank 0's copy is
+the one saved. A checkpoint holds everything resuming needs, including each rank's ACT
+carry: a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from trm_kaggle import __version__, distributed
+from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from trm_kaggle.config import PretrainConfig
+from trm_kaggle.dataset.format import load_identifiers, load_split
+from trm_kaggle.dataset.sampler import TrainSampler
+from trm_kaggle.errors import UserError
+from trm_kaggle.evaluate import load_tasks, select_examples, vote
+from trm_kaggle.inference import predict
+from trm_kaggle.model import TRM
+from trm_kaggle.optim import EMA
+from trm_kaggle.run_dir import MetricsLog, latest_checkpoint, prune
+from trm_kaggle.train import Schedule, TrainStep, flops_per_example
+from trm_kaggle.vote import pass_at_k
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
+
+
+class PretrainRun:
+    def __init__(self, config: PretrainConfig, world: distributed.Dist, log=print):
+        self.config, self.world = config, world
+        self.log = log if world.is_main else (lambda *a, **k: None)
+        self.data, self.run_dir = Path(config.data_path), Path(config.run_dir)
+        self.split = load_split(self.data, "train")
+        self.identifiers = load_identifiers(self.data)
+        self.model_config = config.arch.to_model_config(len(self.identifiers), world.device.type == "cuda")
+        self.sampler = TrainSampler(self.split, config.global_batch_size, config.seed, world.rank, world.world_size)
+        self.total_steps = config.total_steps or max(
+            1, config.epochs * self.sampler.examples_per_epoch // config.global_batch_size)
+        self.stop_step = min(self.total_steps, config.max_steps or self.total_steps)
+        resume_from = self.find_resume_point()
+        torch.manual_seed(config.seed)
+        self.model = TRM(self.model_config)
+        if resume_from is None and config.init_from:
+            self.initialise_from(Path(config.init_from))
+        self.model.to(world.device)
+        ema = EMA(self.model, config.ema_rate) if config.ema else None
+        compiled = torch.compile(self.model) if config.compile and world.device.type == "cuda" else None
+        self.step_fn = TrainStep(self.model, self.schedule(), config.global_batch_size, ema, config.seed,
+                                 world.rank, compiled)
+        self.elapsed = 0.0
+        if resume_from is not None:
+            self.restore(resume_from)
+        self.stop_requested = False
+        self.metrics = MetricsLog(self.run_dir, self.start_wandb()) if world.is_main else None
+
+    # ------------------------------------------------------------------------ set-up
+
+    def schedule(self) -> Schedule:
+        c = self.config
+        return Schedule(lr=c.lr, puzzle_emb_lr=c.puzzle_emb_lr, warmup_steps=c.lr_warmup_steps,
+                        total_steps=self.total_steps, min_ratio=c.lr_min_ratio, weight_decay=c.weight_decay,
+                        puzzle_emb_weight_decay=c.puzzle_emb_weight_decay, betas=(c.beta1, c.beta2),
+                        embeddings_only_steps=math.floor(c.embeddings_only_fraction * self.total_steps))
+
+    def find_resume_point(self) -> Path | None:
+        latest = latest_checkpoint(self.run_dir)
+        if latest is not None and not self.config.resume:
+            raise UserError(f"{self.run_dir}: holds checkpoints (newest {latest.name}); "
+                            "continue with resume=true or choose a new run_dir")
+        return latest if self.config.resume else None
+
+    def initialise_from(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        copied, fresh = init_from_checkpoint(self.model, ckpt, self.identifiers, self.config.init_new_rows,
+                                             self.config.seed)
+        self.log(f"init_from {path}: trunk loaded; puzzle embeddings: {copied} rows copied by name, "
+                 f"{fresh} initialised ({self.config.init_new_rows})")
+
+    def restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.identifiers != self.identifiers:
+            raise UserError(f"{path}: its identifiers differ from {self.data}/identifiers.json: not this run's dataset")
+        load_weights(self.model, {k: v.to(self.world.device) for k, v in ckpt.state_dict.items()}, path)
+        state = ckpt.train_state()
+        if state is None or state.get("global_batch_size") != self.config.global_batch_size:
+            raise UserError(f"{path}: no training state for global_batch_size {self.config.global_batch_size}")
+        self.step_fn.load_state_dict(state["train_step"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step_fn.load_carry(state["carries"], self.world.world_size, self.world.device)
+        if len(state["rng"]) == self.world.world_size:
+            set_rng_state(state["rng"][self.world.rank])
+        self.elapsed = float(state["elapsed"])
+        self.log(f"resumed from {path} at step {self.step_fn.step}")
+
+    def start_wandb(self) -> Any:
+        settings = self.config.wandb
+        if not settings.enabled:
+            return None
+        try:
+            import wandb
+        except ImportError:
+            raise UserError("wandb.enabled=true needs wandb: pip install 'trm-kaggle[wandb]'") from None
+        return wandb.init(project=settings.project, entity=settings.entity, name=settings.name,
+                          config=self.config.model_dump(), resume="allow")
+
+    # ------------------------------------------------------------------------ the loop
+
+    def train(self) -> Path | None:
+        """Train to `stop_step` (or SIGTERM); checkpoint at the end. Returns the last checkpoint."""
+        self.log(f"training steps {self.step_fn.step} -> {self.stop_step} of {self.total_steps} "
+                 f"({self.sampler.examples_per_epoch} examples per epoch, global batch {self.config.global_batch_size}, "
+                 f"{self.world.world_size} rank(s), {self.model_config.forward_dtype})")
+        previous = signal.signal(signal.SIGTERM, self.request_stop)
+        saved, sums, window_start, window_steps = None, {}, time.perf_counter(), 0
+        try:
+            while self.step_fn.step < self.stop_step:
+                epoch_before = int(self.sampler.epoch_progress)
+                batch = {k: v.to(self.world.device, non_blocking=True) for k, v in self.sampler.next_batch().items()}
+                metrics = self.step_fn(batch)
+                saved, window_steps = None, window_steps + 1
+                sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
+                if self.step_fn.step % self.config.log_every_steps == 0 or self.step_fn.step == self.stop_step:
+                    now = time.perf_counter()
+                    self.elapsed += now - window_start
+                    self.report(sums, window_steps, now - window_start)
+                    sums, window_start, window_steps = {}, now, 0
+                if self.eval_due(epoch_before):
+                    self.evaluate()
+                    saved = self.save()
+                elif self.config.checkpoint_every_steps and self.step_fn.step % self.config.checkpoint_every_steps == 0:
+                    saved = self.save()
+                if distributed.any_rank(self.stop_requested, self.world.device):
+                    self.log(f"stop requested (SIGTERM): checkpointing at step {self.step_fn.step}")
+                    break
+            return saved or self.save()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested = True
+
+    def eval_due(self, epoch_before: int) -> bool:
+        every = self.config.eval_every_epochs
+        return bool(every) and int(self.sampler.epoch_progress) // every > epoch_before // every
+
+    def report(self, sums: dict[str, float], steps: int, seconds: float) -> None:
+        totals = distributed_sums(sums, self.world)
+        count = max(totals.get("count", 0.0), 1.0)
+        examples_per_s = steps * self.config.global_batch_size / max(seconds, 1e-9)
+        record = {"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4),
+                  "lr": sums.get("lr", 0.0) / max(steps, 1), "examples_per_s": round(examples_per_s, 2),
+                  "loss": (totals["lm_loss"] + 0.5 * totals["q_halt_loss"]) / (steps * self.config.global_batch_size),
+                  **{k: totals[k] / count for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")}}
+        mfu = self.mfu(examples_per_s)
+        if mfu is not None:
+            record["mfu"] = round(mfu, 4)
+        record["eta_s"] = round((self.stop_step - self.step_fn.step) * self.config.global_batch_size
+                                / max(examples_per_s, 1e-9))
+        if self.metrics:
+            self.metrics.write(record)
+        self.log(f"step {record['step']}/{self.stop_step} epoch {record['epoch']:.2f} loss {record['loss']:.4f} "
+                 f"exact {record['exact_accuracy']:.3f} {examples_per_s:.1f} ex/s"
+                 + (f" MFU {mfu:.1%}" if mfu is not None else "") + f" ETA {record['eta_s']} s")
+
+    def mfu(self, examples_per_s: float) -> float | None:
+        if self.world.device.type != "cuda":
+            return None
+        name = torch.cuda.get_device_name(self.world.device)
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        if peak is None:
+            return None
+        return examples_per_s * flops_per_example(self.model_config)[0] / (peak * 1e12 * self.world.world_size)
+
+    def evaluate(self) -> None:
+        """pass@K on the test split with the EMA weights (rank 0; the others wait)."""
+        if self.world.is_main:
+            test = load_split(self.data, "test")
+            examples = select_examples(test, self.config.eval_num_aug, None)
+            ema = self.step_fn.ema
+            with ema.swapped_in() if ema else contextlib.nullcontext():
+                predictions = predict(self.model, test, self.config.eval_batch_size, examples,
+                                      device=self.world.device, progress=False)
+            solutions = {t.id: [p.output for p in t.test] for t in load_tasks(self.data) if t.has_solutions}
+            ranked = vote(test, self.identifiers, predictions)
+            if solutions and ranked:
+                result = pass_at_k(ranked, solutions)
+                record = {"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4),
+                          **{f"pass@{k}": v for k, v in result.per_task.items()},
+                          **{f"kaggle_pass@{k}": v for k, v in result.per_output.items()}}
+                self.metrics.write(record)
+                self.log(f"eval step {self.step_fn.step}: pass@1 {result.per_task[1]:.4f} pass@2 {result.per_task[2]:.4f}")
+        distributed.barrier()
+
+    # ------------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path:
+        step = self.step_fn.step
+        carries = distributed.gather_to_main(self.step_fn.carry_state(), self.world)
+        rngs = distributed.gather_to_main(rng_state(), self.world)
+        path = self.run_dir / f"step_{step}"
+        if self.world.is_main:
+            state = {"train_step": self.step_fn.state_dict(), "sampler": self.sampler.state_dict(),
+                     "carries": carries, "rng": rngs, "elapsed": self.elapsed,
+                     "global_batch_size": self.config.global_batch_size, "world_size": self.world.world_size}
+            save_checkpoint(path, self.model, self.identifiers, step,
+                            extra_config={"pretrain": self.config.model_dump()}, train_state=state,
+                            extra_files={"config.yaml": yaml.safe_dump(self.config.model_dump(), sort_keys=False).encode()},
+                            meta={"wall_seconds": round(self.elapsed, 1), "version": __version__,
+                                  "git_commit": git_commit()})
+            for old in prune(self.run_dir, self.config.keep_last):
+                self.log(f"keep_last={self.config.keep_last}: removed {old.name}")
+            self.log(f"saved {path}")
+        distributed.barrier()
+        return path
+
+
+def distributed_sums(values: dict[str, float], world: distributed.Dist) -> dict[str, float]:
+    if not world.enabled:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=world.device)
+    torch.distributed.all_reduce(tensor)
+    return dict(zip(keys, tensor.tolist()))
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran, when it runs from a git checkout."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def run_pretraining(config: PretrainConfig) -> Path | None:
+    world = distributed.setup()
+    try:
+        return PretrainRun(config, world).train()
+    finally:
+        distributed.teardown()
