@@ -28,6 +28,7 @@ demo: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/build_data.py
+	$(BIN)/python benchmarks/train_step.py --preset cpu_tiny --batch 8 --steps 5
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) benchmarks/out

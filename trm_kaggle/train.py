@@ -73,7 +73,7 @@ class TrainStep:
         rows = batch["inputs"].shape[0]
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
-        forward = self.forward or self.model
+        forward = self.model if self.forward is None else self.forward
         self.carry, out = forward(self.carry, batch, self.halting_noise(rows, batch["inputs"].device))
         loss, metrics = act_loss(out["logits"], out["q_halt_logits"], self.carry.data["labels"],
                                  self.carry.halted, self.carry.steps)
