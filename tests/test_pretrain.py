@@ -3,6 +3,7 @@ init_from an original checkpoint, keep_last."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -129,14 +130,18 @@ def test_keep_last_keeps_the_newest(data, tmp_path):
 
 def test_two_ranks_give_the_weights_of_one(data, tmp_path):
     """torchrun with two gloo processes on the CPU against one process, same global batch."""
-    run_pretraining(tiny(data, tmp_path / "one", "max_steps=6"))
+    evaluating = ["eval_every_epochs=1", "eval_num_aug=1"]  # rank-split evaluation at step 15
+    run_pretraining(tiny(data, tmp_path / "one", "max_steps=16", *evaluating))
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "trm_kaggle.cli.pretrain",
-                           "preset=cpu_tiny", f"data_path={data}", f"run_dir={tmp_path / 'two'}", "max_steps=6"],
+                           "preset=cpu_tiny", f"data_path={data}", f"run_dir={tmp_path / 'two'}", "max_steps=16", *evaluating],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert_same_weights(tmp_path / "one" / "step_6", tmp_path / "two" / "step_6", atol=1e-3)
+    assert_same_weights(tmp_path / "one" / "step_16", tmp_path / "two" / "step_16", atol=1e-3)
+    evals = [json.loads(line) for run in ("one", "two")
+             for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines() if "pass@1" in line]
+    assert len(evals) == 2 and evals[0]["pass@1000"] == evals[1]["pass@1000"]
 
 
 def test_init_from_the_original_checkpoint_copies_rows_by_name(data, tmp_path, capsys):
@@ -191,3 +196,11 @@ def test_the_base_config_lists_every_key_so_each_can_be_overridden():
     base = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
     assert set(base) - {"defaults"} == set(PretrainConfig.model_fields)
     assert set(base["arch"]) == set(ArchConfig.model_fields)
+
+
+def test_evaluation_during_training_logs_pass_at_k(data, tmp_path):
+    run_pretraining(tiny(data, tmp_path / "run", "max_steps=16", "eval_every_epochs=1", "eval_num_aug=1"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "pass@1" in r]
+    assert len(evals) == 1 and 0 <= evals[0]["pass@1"] <= 1 and "kaggle_pass@2" in evals[0]
+    assert (tmp_path / "run" / f"step_{evals[0]['step']}").is_dir()

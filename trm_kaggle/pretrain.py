@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -26,7 +27,7 @@ from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import load_tasks, select_examples, vote
-from trm_kaggle.inference import predict
+from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.model import TRM
 from trm_kaggle.optim import EMA
 from trm_kaggle.run_dir import MetricsLog, latest_checkpoint, prune
@@ -183,24 +184,30 @@ class PretrainRun:
         return examples_per_s * flops_per_example(self.model_config)[0] / (peak * 1e12 * self.world.world_size)
 
     def evaluate(self) -> None:
-        """pass@K on the test split with the EMA weights (rank 0; the others wait)."""
+        """pass@K on the test split with the EMA weights: every rank predicts its share of the
+        examples, rank 0 votes and logs."""
+        test = load_split(self.data, "test")
+        examples = select_examples(test, self.config.eval_num_aug, None)
+        mine = np.array_split(examples, self.world.world_size)[self.world.rank]
+        ema = self.step_fn.ema
+        with ema.swapped_in() if ema else contextlib.nullcontext():
+            part = predict(self.model, test, self.config.eval_batch_size, mine, device=self.world.device,
+                           progress=False)
+        parts = distributed.gather_to_main((part.tokens, part.q_halt_logits, part.example_index), self.world)
         if self.world.is_main:
-            test = load_split(self.data, "test")
-            examples = select_examples(test, self.config.eval_num_aug, None)
-            ema = self.step_fn.ema
-            with ema.swapped_in() if ema else contextlib.nullcontext():
-                predictions = predict(self.model, test, self.config.eval_batch_size, examples,
-                                      device=self.world.device, progress=False)
+            tokens, q_halt, index = (np.concatenate([p[i] for p in parts]) for i in range(3))
+            ranked = vote(test, self.identifiers, Predictions(tokens, q_halt, index))
             solutions = {t.id: [p.output for p in t.test] for t in load_tasks(self.data) if t.has_solutions}
-            ranked = vote(test, self.identifiers, predictions)
             if solutions and ranked:
-                result = pass_at_k(ranked, solutions)
-                record = {"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4),
-                          **{f"pass@{k}": v for k, v in result.per_task.items()},
-                          **{f"kaggle_pass@{k}": v for k, v in result.per_output.items()}}
-                self.metrics.write(record)
-                self.log(f"eval step {self.step_fn.step}: pass@1 {result.per_task[1]:.4f} pass@2 {result.per_task[2]:.4f}")
+                self.log_eval(pass_at_k(ranked, solutions))
         distributed.barrier()
+
+    def log_eval(self, result) -> None:
+        record = {"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4),
+                  **{f"pass@{k}": v for k, v in result.per_task.items()},
+                  **{f"kaggle_pass@{k}": v for k, v in result.per_output.items()}}
+        self.metrics.write(record)
+        self.log(f"eval step {self.step_fn.step}: pass@1 {result.per_task[1]:.4f} pass@2 {result.per_task[2]:.4f}")
 
     # ------------------------------------------------------------------------ checkpoints
 
