@@ -75,11 +75,19 @@ class PretrainRun:
                         embeddings_only_steps=math.floor(c.embeddings_only_fraction * self.total_steps))
 
     def find_resume_point(self) -> Path | None:
+        """Rank 0's newest checkpoint; every rank must see the same one (multi-node runs need
+        run_dir on a shared filesystem to resume)."""
         latest = latest_checkpoint(self.run_dir)
         if latest is not None and not self.config.resume:
             raise UserError(f"{self.run_dir}: holds checkpoints (newest {latest.name}); "
                             "continue with resume=true or choose a new run_dir")
-        return latest if self.config.resume else None
+        if not self.config.resume:
+            return None
+        chosen = distributed.broadcast_from_main(None if latest is None else latest.name, self.world)
+        if chosen != (None if latest is None else latest.name):
+            raise UserError(f"{self.run_dir}: rank {self.world.rank} sees {latest.name if latest else 'no checkpoint'}, "
+                            f"rank 0 sees {chosen}: put run_dir on a filesystem every node shares")
+        return latest
 
     def initialise_from(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
