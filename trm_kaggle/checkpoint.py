@@ -9,6 +9,9 @@ Ours, written atomically (a temporary directory renamed into place):
     step_N/train_state.pt    optional: what resuming needs (optimizers, step, EMA, RNG, sampler)
     step_N/meta.json         format, step, SHA-256 of every other file
 
+A slim export (trm-package) has no puzzle-embedding table: `embedding_stats.pt` holds the
+mean and std of the trained rows instead, which is all that new tasks start from.
+
 Everything is read with `torch.load(weights_only=True)`: a checkpoint is data, never code.
 """
 
@@ -31,6 +34,8 @@ from trm_kaggle.model import TRM
 FORMAT = "trm-kaggle-checkpoint/1"
 MODEL_FILE, CONFIG_FILE, IDS_FILE, TRAIN_STATE_FILE, META_FILE = (
     "model.pt", "config.json", "identifiers.json", "train_state.pt", "meta.json")
+STATS_FILE = "embedding_stats.pt"  # slim exports: {"mean", "std", "rows"} of the trained rows
+TABLE = "puzzle_emb.weights"
 ORIGINAL_PREFIXES = ("_orig_mod.", "model.inner.")
 
 
@@ -43,9 +48,13 @@ class Checkpoint:
     original_format: bool
     extra_config: dict[str, Any] = field(default_factory=dict)
     step: int | None = None
+    embedding_stats: dict[str, Any] | None = None  # a slim export's stand-in for the table
 
     def build_model(self) -> TRM:
         """A TRM with these weights, on the CPU, in eval mode."""
+        if TABLE not in self.state_dict:
+            raise UserError(f"{self.source}: a slim export holds no puzzle embeddings to predict with: "
+                            "fine-tune it on your tasks (init_from=...) or export with --keep-embeddings")
         model = TRM(self.config)
         load_weights(model, self.state_dict, self.source)
         return model.eval()
@@ -148,9 +157,11 @@ def load_ours(directory: Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{directory / CONFIG_FILE}: no valid model config: {' '.join(str(exc).split())[:200]}") from None
     state = torch_load(directory / MODEL_FILE)
-    return Checkpoint(model_config, state, read_json_file(directory / IDS_FILE), directory,
+    stats = torch_load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
+    identifiers = read_json_file(directory / IDS_FILE) if stats is None or (directory / IDS_FILE).is_file() else None
+    return Checkpoint(model_config, state, identifiers, directory,
                       original_format=False, extra_config={k: v for k, v in config.items() if k != "model"},
-                      step=meta.get("step"))
+                      step=meta.get("step"), embedding_stats=stats)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -177,6 +188,12 @@ def check_same_architecture(model: TRM, ckpt: Checkpoint) -> None:
             raise UserError(f"{ckpt.source}: arch.{key} is {theirs[key]}, this run's is {ours[key]}")
 
 
+def embedding_stats(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the trained rows (row 0, the blank, never trains)."""
+    trained = table[1:] if len(table) > 1 else table
+    return trained.mean(0), (trained.std(0) if len(trained) > 1 else torch.zeros_like(trained[0]))
+
+
 @torch.no_grad()
 def init_from_checkpoint(model: TRM, ckpt: Checkpoint, identifiers: list[str], new_rows: str,
                          seed: int = 0) -> tuple[int, int]:
@@ -186,11 +203,15 @@ def init_from_checkpoint(model: TRM, ckpt: Checkpoint, identifiers: list[str], n
     aside."""
     check_same_architecture(model, ckpt)
     state = dict(ckpt.state_dict)
-    table = state.pop("puzzle_emb.weights").float()
-    state["puzzle_emb.weights"] = model.puzzle_emb.weights
+    table = state.pop(TABLE, None)
+    state[TABLE] = model.puzzle_emb.weights
     load_weights(model, state, ckpt.source)
-    trained = table[1:] if len(table) > 1 else table
-    mean, std = trained.mean(0), trained.std(0) if len(trained) > 1 else torch.zeros_like(trained[0])
+    if table is None:  # a slim export: only the statistics of the trained rows
+        table = torch.zeros(0, model.config.puzzle_emb_ndim)
+        mean, std = ckpt.embedding_stats["mean"].float(), ckpt.embedding_stats["std"].float()
+    else:
+        table = table.float()
+        mean, std = embedding_stats(table)
     rows = {name: i for i, name in enumerate(ckpt.identifiers or [])}
     weights = model.puzzle_emb.weights
     generator = torch.Generator().manual_seed(seed)
@@ -229,22 +250,32 @@ def fsync_tree(directory: Path) -> None:
 def save_checkpoint(directory: str | Path, model: TRM, identifiers: list[str], step: int,
                     extra_config: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None,
                     extra_files: dict[str, bytes] | None = None, meta: dict[str, Any] | None = None) -> Path:
-    """Write `directory` (e.g. runs/x/step_100) atomically: all of it or, after a crash,
-    none of it. An existing directory of that name is replaced only once the new one is
-    complete. `extra_files` (name -> bytes, e.g. config.yaml) are hashed like the rest;
-    `meta` adds fields to meta.json (wall time, version, git commit)."""
+    """Write a model's checkpoint directory (e.g. runs/x/step_100) atomically; see save_state."""
+    tensors = {TRAIN_STATE_FILE: train_state} if train_state is not None else {}
+    return save_state(directory, model.config, model.state_dict(), identifiers, step, extra_config,
+                      tensors, extra_files, meta)
+
+
+def save_state(directory: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor],
+               identifiers: list[str] | None, step: int | None, extra_config: dict[str, Any] | None = None,
+               torch_files: dict[str, Any] | None = None, extra_files: dict[str, bytes] | None = None,
+               meta: dict[str, Any] | None = None) -> Path:
+    """Write `directory` atomically: all of it or, after a crash, none of it; an existing
+    directory of that name is replaced only once the new one is complete. `torch_files`
+    (name -> object) are torch.save'd, `extra_files` (name -> bytes, e.g. config.yaml)
+    written as they are; all are hashed in meta.json, with `meta`'s fields."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        torch.save(model.state_dict(), staging / MODEL_FILE)
-        config = {"model": model.config.model_dump()} | (extra_config or {})
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        (staging / IDS_FILE).write_text(json.dumps(identifiers))
-        if train_state is not None:
-            torch.save(train_state, staging / TRAIN_STATE_FILE)
+        torch.save(state_dict, staging / MODEL_FILE)
+        (staging / CONFIG_FILE).write_text(json.dumps({"model": config.model_dump()} | (extra_config or {}), indent=2))
+        if identifiers is not None:
+            (staging / IDS_FILE).write_text(json.dumps(identifiers))
+        for name, obj in (torch_files or {}).items():
+            torch.save(obj, staging / name)
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         hashes = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
