@@ -70,3 +70,21 @@ def test_a_checkpoint_of_ours_exports_its_ema_weights(tmp_path):
     result = export_model(tmp_path / "step_1", tmp_path / "model")
     exported = load_checkpoint(tmp_path / "model").state_dict["lm_head.weight"]
     assert result.ema and torch.allclose(exported, source.state_dict["lm_head.weight"] + 0.5)
+
+
+def test_fine_tuning_starts_from_the_slim_export(tmp_path, capsys):
+    """trm-pretrain init_from=<slim export>: the trunk loads, every row starts at the mean."""
+    from trm_kaggle.cli.pretrain import load_config
+    from trm_kaggle.distributed import Dist
+    from trm_kaggle.pretrain import PretrainRun
+
+    export_model(CHECKPOINT_DIR / "step_72385", tmp_path / "model")
+    arch = ["arch.hidden_size=64", "arch.num_heads=4", "arch.L_layers=2", "arch.H_cycles=2", "arch.L_cycles=2",
+            "arch.expansion=4", "arch.puzzle_emb_ndim=64", "arch.puzzle_emb_len=16", "arch.halt_max_steps=3"]
+    config = load_config(["preset=cpu_tiny", f"data_path={REFERENCE_DATASET}", f"run_dir={tmp_path / 'run'}",
+                          f"init_from={tmp_path / 'model'}", *arch])
+    run = PretrainRun(config, Dist(0, 1, 0, torch.device("cpu")))
+    assert "0 rows copied by name, 128 initialised (mean)" in capsys.readouterr().out
+    table = load_checkpoint(CHECKPOINT_DIR / "step_72385").state_dict["puzzle_emb.weights"]
+    torch.testing.assert_close(run.model.puzzle_emb.weights[5], table[1:].mean(0))
+    torch.testing.assert_close(run.model.lm_head.weight, load_checkpoint(tmp_path / "model").state_dict["lm_head.weight"])
