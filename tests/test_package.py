@@ -88,3 +88,24 @@ def test_fine_tuning_starts_from_the_slim_export(tmp_path, capsys):
     table = load_checkpoint(CHECKPOINT_DIR / "step_72385").state_dict["puzzle_emb.weights"]
     torch.testing.assert_close(run.model.puzzle_emb.weights[5], table[1:].mean(0))
     torch.testing.assert_close(run.model.lm_head.weight, load_checkpoint(tmp_path / "model").state_dict["lm_head.weight"])
+
+
+def test_dataset_files_manifest_and_credential_refusal(tmp_path):
+    import json as json_
+
+    from trm_kaggle.package import check_slug, refuse_credentials, write_dataset_files, write_manifest
+
+    export = export_model(CHECKPOINT_DIR / "step_72385", tmp_path / "model")
+    write_dataset_files(tmp_path, "you/trm-arc", export, 72385)
+    metadata = json_.loads((tmp_path / "dataset-metadata.json").read_text())
+    assert metadata["id"] == "you/trm-arc" and 6 <= len(metadata["title"]) <= 50
+    manifest = write_manifest(tmp_path)
+    assert "model/model.pt" in manifest and "README.md" in manifest
+    assert manifest["model/model.pt"]["bytes"] == (tmp_path / "model" / "model.pt").stat().st_size
+    for bad in ("noslash", "you/Upper", "you/a", "you/-x-"):
+        with pytest.raises(UserError, match="--slug"):
+            check_slug(bad)
+    refuse_credentials(tmp_path)
+    (tmp_path / "model" / "kaggle.json").write_text("{}")
+    with pytest.raises(UserError, match="kaggle.json: a Kaggle credential file"):
+        refuse_credentials(tmp_path)

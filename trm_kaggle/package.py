@@ -10,6 +10,8 @@ identifiers) for continued pretraining or a fidelity check.
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +93,59 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False) -> M
                torch_files=torch_files, meta=meta)
     size = sum(f.stat().st_size for f in out.iterdir())
     return ModelExport(out, ckpt_path, ema, len(table) if keep_embeddings else 0, size)
+
+
+# ---------------------------------------------------------------------------- dataset metadata
+
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,}/[a-z0-9][a-z0-9-]{1,48}[a-z0-9]")
+CREDENTIAL_NAMES = {"kaggle.json", "access_token"}
+MANIFEST = "MANIFEST.json"
+
+
+def check_slug(slug: str) -> str:
+    if not SLUG.fullmatch(slug):
+        raise UserError(f"--slug {slug!r}: expected OWNER/NAME, NAME 3-50 characters of a-z, 0-9 and '-'")
+    return slug
+
+
+def dataset_title(slug: str, step: int | None) -> str:
+    """A Kaggle dataset title: 6 to 50 characters."""
+    title = f"TRM {slug.split('/')[1]}" + (f" step {step}" if step is not None else "")
+    return title[:50] if len(title) >= 6 else f"{title} model"
+
+
+def refuse_credentials(out: Path) -> None:
+    """No Kaggle credential file may ever travel inside a bundle."""
+    found = [p for p in out.rglob("*") if p.name in CREDENTIAL_NAMES]
+    if found:
+        raise UserError(f"{found[0]}: a Kaggle credential file inside the bundle; remove it, it would be published")
+
+
+def write_manifest(out: Path) -> dict[str, dict]:
+    """MANIFEST.json: SHA-256 and size of every file of the bundle (but itself)."""
+    entries = {str(p.relative_to(out)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+               for p in sorted(out.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (out / MANIFEST).write_text(json.dumps(entries, indent=2) + "\n")
+    return entries
+
+
+def write_dataset_files(out: Path, slug: str, export: ModelExport, step: int | None) -> None:
+    """dataset-metadata.json (kaggle CLI / KaggleApi) and the dataset page's README.md."""
+    metadata = {"title": dataset_title(check_slug(slug), step), "id": slug,
+                "licenses": [{"name": "apache-2.0"}]}
+    (out / "dataset-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    slim = "slim: the trunk and the puzzle-embedding statistics" if not export.kept_rows else \
+        f"with the full puzzle-embedding table ({export.kept_rows} rows) and identifiers.json"
+    (out / "README.md").write_text(f"""# {metadata['title']}
+
+A Tiny Recursive Model for the ARC Prize, packaged by trm-kaggle {__version__} on
+{datetime.date.today().isoformat()} from `{export.source.name}`{' (EMA weights)' if export.ema else ''}.
+
+- `model/`: the model ({slim}); load it with `trm_kaggle.checkpoint.load_checkpoint`.
+- `wheels/`: every Python package the offline notebook installs (`pip install --no-index
+  --find-links wheels trm-kaggle`); torch comes with the Kaggle image.
+- `MANIFEST.json`: SHA-256 and size of every file.
+
+The notebook fine-tunes `model/` on the hidden tasks' demonstration pairs (new tasks' puzzle
+embeddings start from the statistics stored with it), then votes over augmentations.
+""")
