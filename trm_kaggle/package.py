@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +151,48 @@ A Tiny Recursive Model for the ARC Prize, packaged by trm-kaggle {__version__} o
 The notebook fine-tunes `model/` on the hidden tasks' demonstration pairs (new tasks' puzzle
 embeddings start from the statistics stored with it), then votes over augmentations.
 """)
+
+
+# ---------------------------------------------------------------------------- the bundle
+
+@dataclass
+class Bundle:
+    out: Path
+    export: ModelExport
+    wheels: list[Path]
+    verified: str | None
+
+    def summary(self) -> str:
+        files = [p for p in self.out.rglob("*") if p.is_file()]
+        size = sum(p.stat().st_size for p in files)
+        wheels = sum(w.stat().st_size for w in self.wheels)
+        return (f"{self.out}: {len(files)} files, {size / 1e6:.1f} MB (model {self.export.size_bytes / 1e6:.1f} MB"
+                f"{', EMA' if self.export.ema else ''}; {len(self.wheels)} wheels {wheels / 1e6:.1f} MB)"
+                + (f"; verified: trm-kaggle {self.verified}" if self.verified else ""))
+
+
+def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_embeddings: bool = False,
+                 with_wheels: bool = True, verify: bool = False, force: bool = False) -> Bundle:
+    """The whole Kaggle dataset directory, built beside `out` and renamed into place."""
+    from trm_kaggle.wheels import collect_wheels, verify_install
+
+    check_slug(slug)
+    if out.exists() and not force:
+        raise UserError(f"{out}: already exists (use --force to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        export = export_model(ckpt, staging / "model", keep_embeddings)
+        wheels = collect_wheels(python, staging / "wheels") if with_wheels else []
+        write_dataset_files(staging, slug, export, load_checkpoint(staging / "model").step)
+        refuse_credentials(staging)
+        write_manifest(staging)
+        verified = verify_install(staging, python) if verify and with_wheels else None
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle(out, export, [out / "wheels" / w.name for w in wheels], verified)
