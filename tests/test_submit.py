@@ -1,0 +1,177 @@
+"""trm-submit end to end on real ARC-AGI-2 tasks, CPU worker processes, a tiny model: the
+submission is valid and complete on every path, including every fault the run must survive.
+
+Faults are injected through TRM_KAGGLE_FAULTS (trm_kaggle.kaggle.faults) because workers are
+separate processes. These tests take a few minutes in all: each run spawns real workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trm_kaggle.cli.submit import main as submit_main
+from trm_kaggle.kaggle import SubmitOptions, submit
+
+from submit_helpers import assert_complete, hidden_tasks, tiny_bundle, write_challenges
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def four_tasks(tmp_path_factory):
+    tasks = hidden_tasks(4)
+    challenges, _ = write_challenges(tasks, tmp_path_factory.mktemp("hidden"))
+    return tasks, challenges
+
+
+def run(bundle, four_tasks, tmp_path, faults: str = "", **changes):
+    """One in-process submit() on the four tasks with short, fixed settings."""
+    tasks, challenges = four_tasks
+    fields = dict(out=tmp_path / "out" / "submission.json", model=bundle, challenges=challenges,
+                  scratch=tmp_path / "scratch", budget_hours=0.05, margin_minutes=0.1, num_aug=3, steps=6,
+                  batch_size=8, infer_batch_size=4, device="cpu", gpus=1, progress_every_s=0.5, write_every_s=0)
+    os.environ["TRM_KAGGLE_FAULTS"] = faults
+    try:
+        report = submit(SubmitOptions(**(fields | changes)))
+    finally:
+        os.environ.pop("TRM_KAGGLE_FAULTS")
+    return report, assert_complete(fields["out"] if "out" not in changes else changes["out"], tasks)
+
+
+def test_a_clean_run_fine_tunes_predicts_every_chunk_and_votes(bundle, four_tasks, tmp_path):
+    report, _ = run(bundle, four_tasks, tmp_path, mode="emb_first_half")
+    assert report.error is None and report.events == []
+    assert report.steps_done == 6 and report.plan.embeddings_only_steps == 3
+    assert report.chunks_done == report.chunks_total > 1
+    assert list(report.phases) == ["setup", "data", "finetune", "inference"]
+
+
+@pytest.mark.parametrize("mode", ["full", "emb_only", "lora"])
+def test_every_mode_completes(mode, bundle, four_tasks, tmp_path):
+    report, _ = run(bundle, four_tasks, tmp_path, mode=mode, steps=3)
+    assert report.error is None and report.steps_done == 3 and report.chunks_done == report.chunks_total
+
+
+def test_cuda_oom_in_inference_retries_with_a_smaller_batch(bundle, four_tasks, tmp_path, capfd):
+    report, _ = run(bundle, four_tasks, tmp_path, faults="infer_oom:times=2,above=1")
+    assert report.error is None and report.chunks_done == report.chunks_total
+    assert "CUDA out of memory: inference batch now 1" in capfd.readouterr().err
+
+
+def test_a_dying_fine_tune_worker_costs_neither_the_run_nor_the_submission(bundle, four_tasks, tmp_path):
+    report, _ = run(bundle, four_tasks, tmp_path, faults="finetune_crash:rank=1,step=3", gpus=2, steps=50)
+    assert any("fine-tuning: worker(s) [1] exited with code(s) [17]" in e for e in report.events)
+    assert report.chunks_done == report.chunks_total and report.error is None
+
+
+def test_a_dying_inference_worker_leaves_its_chunks_to_the_others(bundle, four_tasks, tmp_path):
+    report, _ = run(bundle, four_tasks, tmp_path, faults="infer_crash:rank=1", gpus=2)
+    assert any("inference: worker(s) [1] exited" in e for e in report.events)
+    assert report.chunks_done == report.chunks_total and report.error is None
+
+
+def test_an_exception_in_fine_tuning_infers_with_the_packaged_model(bundle, four_tasks, tmp_path, capfd):
+    report, _ = run(bundle, four_tasks, tmp_path, faults="finetune_error:step=2")
+    assert any("fine-tuning: worker(s) [0] exited with code(s) [1]" in e for e in report.events)
+    assert report.steps_done is None and report.chunks_done == report.chunks_total
+    assert "no fine-tuned weights: inference with the packaged model" in capfd.readouterr().err
+
+
+def test_late_fine_tuning_stops_at_its_end_time(bundle, four_tasks, tmp_path):
+    report, _ = run(bundle, four_tasks, tmp_path, faults="slow_step:seconds=1", budget_hours=0.012, steps=1000)
+    assert 0 < report.steps_done < 1000 and report.chunks_done == report.chunks_total
+
+
+def test_late_inference_votes_with_the_chunks_done_in_time(bundle, four_tasks, tmp_path):
+    report, submission = run(bundle, four_tasks, tmp_path, faults="slow_chunk:seconds=2", budget_hours=0.01, steps=2,
+                            infer_batch_size=1)
+    assert 0 < report.chunks_done < report.chunks_total
+    assert any(f"{report.chunks_done} of {report.chunks_total} chunks predicted in time" in e for e in report.events)
+    assert sum(report.phases.values()) < 0.01 * 3600
+
+
+def test_an_exception_while_voting_leaves_the_last_written_submission(bundle, four_tasks, tmp_path):
+    report, _ = run(bundle, four_tasks, tmp_path, faults="vote_error", steps=1)
+    assert report.error and "injected fault: voting fails" in report.error
+    assert report.writes == 1  # the fallback, and it is what stands
+
+
+def test_a_bundle_for_another_python_stops_early_with_the_fallback_written(bundle, four_tasks, tmp_path):
+    wrong = tmp_path / "bundle"
+    (wrong / "wheels").mkdir(parents=True)
+    (wrong / "wheels" / "numpy-2.0.0-cp39-cp39-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    os.symlink(bundle / "model", wrong / "model")
+    tasks, challenges = four_tasks
+    code = submit_main(["--model", str(wrong), "--challenges", str(challenges), "--out", str(tmp_path / "s.json"),
+                        "--scratch", str(tmp_path / "scratch"), "--device", "cpu"])
+    assert code == 2
+    assert_complete(tmp_path / "s.json", tasks)
+
+
+def test_unreadable_challenges_are_one_line_and_write_nothing(tmp_path, capsys):
+    (tmp_path / "c.json").write_text("{")
+    code = submit_main(["--challenges", str(tmp_path / "c.json"), "--out", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "c.json: not valid JSON" in err and "Traceback" not in err
+    assert not (tmp_path / "s.json").exists()
+
+
+# ---------------------------------------------------------------------------- the CLI, for real
+
+def cli(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "trm_kaggle.cli.submit", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sixteen_tasks(tmp_path_factory):
+    tasks = hidden_tasks(16)
+    challenges, solutions = write_challenges(tasks, tmp_path_factory.mktemp("hidden16"))
+    return tasks, challenges, solutions
+
+
+def test_cli_on_16_real_tasks_ends_within_its_3_minute_budget(bundle, sixteen_tasks, tmp_path):
+    """The issue's command: --budget-hours 0.05 --num-aug 8 --device cpu, steps auto."""
+    tasks, challenges, solutions = sixteen_tasks
+    out = tmp_path / "submission.json"
+    start = time.time()
+    process = cli(["--model", str(bundle), "--challenges", str(challenges), "--out", str(out), "--budget-hours",
+                   "0.05", "--num-aug", "8", "--device", "cpu", "--batch-size", "32", "--scratch", str(tmp_path / "s")])
+    log, _ = process.communicate(timeout=400)
+    elapsed = time.time() - start
+    assert process.returncode == 0, log
+    assert elapsed < 180, log
+    assert_complete(out, tasks)
+    assert "inference chunks:" in log and "fine-tune steps:" in log
+    plan = json.loads((tmp_path / "s" / "plan.json").read_text())
+    assert plan["steps"] > 10  # auto filled the budget with fine-tuning
+
+
+@pytest.mark.parametrize("when", ["plan.json", "predictions/chunk_00000.npz"])
+def test_sigkill_mid_run_leaves_a_valid_file_and_no_orphans(when, bundle, sixteen_tasks, tmp_path):
+    tasks, challenges, _ = sixteen_tasks
+    out, scratch = tmp_path / "submission.json", tmp_path / "s"
+    process = cli(["--model", str(bundle), "--challenges", str(challenges), "--out", str(out), "--budget-hours",
+                   "0.03", "--num-aug", "8", "--device", "cpu", "--batch-size", "16", "--infer-batch-size", "2",
+                   "--scratch", str(scratch)])
+    deadline = time.time() + 150
+    while not (scratch / when).exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before the moment to kill it"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert_complete(out, tasks)
+    time.sleep(5)  # workers notice the supervisor is gone at their next step or chunk
+    leftover = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], "worker processes outlived their supervisor"

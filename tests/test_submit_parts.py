@@ -1,0 +1,128 @@
+"""trm-submit's parts: discovery on Kaggle's layouts, the budget plan, the inference order, LoRA."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from trm_kaggle.config import ModelConfig
+from trm_kaggle.dataset.build import BuildOptions, build_dataset
+from trm_kaggle.dataset.format import load_split
+from trm_kaggle.errors import UserError
+from trm_kaggle.kaggle import paths
+from trm_kaggle.kaggle.budget import Measured, plan_finetune
+from trm_kaggle.kaggle.infer import round_order
+from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
+from trm_kaggle.model import TRM
+
+from submit_helpers import TINY, hidden_tasks, tiny_bundle, write_challenges
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.mark.parametrize("competition, dataset", [
+    ("arc-prize-2025", "trm-arc"),                                         # 2025: /kaggle/input/<slug>/
+    ("competitions/arc-prize-2026-arc-agi-2", "datasets/you/trm-arc"),      # 2026 layout
+])
+def test_discovery_finds_the_challenges_and_the_bundle(competition, dataset, bundle, tmp_path):
+    root = tmp_path / "input"
+    write_challenges(hidden_tasks(2), root / competition)
+    shutil.copytree(bundle / "model", root / dataset / "model")
+    assert paths.find_challenges(root) == root / competition / "arc-agi_test_challenges.json"
+    assert paths.find_model(root, tmp_path) == root / dataset / "model"
+
+
+def test_a_zipped_bundle_is_unpacked_into_scratch(bundle, tmp_path):
+    root, scratch = tmp_path / "input", tmp_path / "scratch"
+    (root / "trm-arc").mkdir(parents=True)
+    scratch.mkdir()
+    with zipfile.ZipFile(root / "trm-arc" / "bundle.zip", "w") as zf:
+        for f in (bundle / "model").iterdir():
+            zf.write(f, f"model/{f.name}")
+    found = paths.find_model(root, scratch)
+    assert found.is_relative_to(scratch) and (found / "meta.json").is_file()
+
+
+def test_discovery_errors_name_what_is_missing(bundle, tmp_path):
+    with pytest.raises(UserError, match="no arc-agi_test_challenges.json below it"):
+        paths.find_challenges(tmp_path)
+    with pytest.raises(UserError, match="no packaged model below it"):
+        paths.find_model(tmp_path, tmp_path)
+    for name in ("a", "b"):
+        shutil.copytree(bundle / "model", tmp_path / name / "model")
+    with pytest.raises(UserError, match="2 packaged models"):
+        paths.find_model(tmp_path, tmp_path)
+
+
+def test_wheels_for_another_python_are_refused(tmp_path):
+    (tmp_path / "numpy-2.0.0-cp39-cp39-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    with pytest.raises(UserError, match=r"wheels built for cp39, this is Python 3\.\d+"):
+        paths.check_python(tmp_path)
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    (tmp_path / f"numpy-2.0.0-{here}-{here}-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    paths.check_python(tmp_path)
+
+
+MEASURED = Measured(step_s_embeddings=0.5, step_s_full=1.0, infer_s_per_example_step=0.001, startup_s=30)
+
+
+def test_auto_steps_leave_inference_its_predicted_time():
+    # 10,000 examples x 16 ACT steps x 1 ms / 4 devices x 1.25 + 30 s start-up = 80 s of inference.
+    plan = plan_finetune(MEASURED, now=0, deadline=10_000, examples=10_000, act_steps=16, devices=4,
+                         embeddings_only_fraction=0.25, steps="auto", max_steps=100_000)
+    assert plan.predicted_inference_s == pytest.approx(80)
+    assert plan.finetune_end == pytest.approx(10_000 - 80 - plan.reserve_s)
+    mean_step = 0.25 * 0.5 + 0.75 * 1.0
+    assert plan.steps == int(plan.finetune_end / mean_step)
+    assert plan.embeddings_only_steps == plan.steps // 4
+    assert plan.predicted_finetune_s <= plan.finetune_end
+
+
+def test_auto_steps_are_capped_and_never_negative():
+    capped = plan_finetune(MEASURED, 0, 1e6, 100, 16, 1, 0.0, "auto", max_steps=15_000)
+    assert capped.steps == 15_000 and "capped" in capped.why
+    late = plan_finetune(MEASURED, 0, 10, 10_000, 16, 1, 0.0, "auto", max_steps=15_000)
+    assert late.steps == 0
+    fixed = plan_finetune(MEASURED, 0, 100, 100, 16, 1, 0.0, 500, max_steps=15_000)
+    assert fixed.steps == 500 and "stop early" in fixed.why
+
+
+def test_inference_order_gives_every_test_input_its_original_first(tmp_path):
+    tasks = hidden_tasks(3)
+    build_dataset(BuildOptions(source="x", subsets=("h",), test_set="h", out=tmp_path / "d", num_aug=4,
+                               progress=False), {"h": tasks})
+    split = load_split(tmp_path / "d", "test")
+    order = round_order(split, num_aug=2)
+    inputs = sum(len(t.test) for t in tasks)
+    assert len(order) == 3 * inputs and len(set(order.tolist())) == len(order)
+    puzzles = np.searchsorted(split.puzzle_indices, order, side="right") - 1
+    originals = puzzles[:inputs]
+    assert set(originals.tolist()) == set(split.group_indices[:-1].tolist())  # round 0: each task's original
+
+
+def test_lora_starts_at_the_packaged_model_and_merges_back():
+    torch.manual_seed(0)
+    config = ModelConfig(num_puzzle_identifiers=3, **TINY)
+    plain, lora = TRM(config).eval(), TRM(config).eval()
+    lora.load_state_dict(plain.state_dict())
+    trainable = add_lora(lora, rank=4)
+    assert trainable and all("lora_" in n for n, p in lora.named_parameters() if p.requires_grad)
+    batch = {"inputs": torch.randint(0, 12, (2, 900)), "labels": torch.zeros(2, 900, dtype=torch.long),
+             "puzzle_identifiers": torch.tensor([1, 2])}
+    out = lambda m: m(m.initial_carry(batch), batch)[1]["logits"]  # noqa: E731
+    torch.testing.assert_close(out(lora), out(plain))  # B = 0: exactly the packaged model
+    with torch.no_grad():
+        for p in trainable:
+            p.normal_(0, 0.1)
+    merged = TRM(config).eval()
+    merged.load_state_dict(merged_state_dict(lora))
+    torch.testing.assert_close(out(merged), out(lora), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(out(merged), out(plain))

@@ -1,0 +1,79 @@
+"""trm-submit: fine-tune a packaged TRM on the hidden tasks and write submission.json on time.
+
+    trm-submit --model bundle/ --challenges arc-agi_test_challenges.json --out submission.json \\
+        --budget-hours 12 --num-aug 512 --mode emb_first_quarter
+
+On Kaggle, --model and --challenges are found under /kaggle/input when left out. The
+submission is valid from the first seconds and rewritten atomically as it improves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from trm_kaggle.cli.common import EXIT_USAGE, run_cli
+from trm_kaggle.errors import UserError
+
+PROG = "trm-submit"
+
+
+def steps_value(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, help="packaged model: trm-package's OUT, OUT/model or a zip (default: discover)")
+    p.add_argument("--challenges", type=Path, help="challenges JSON (default: discover arc-agi_test_challenges.json)")
+    p.add_argument("--out", type=Path, default=Path("submission.json"))
+    p.add_argument("--input-root", type=Path, default=Path("/kaggle/input"))
+    p.add_argument("--scratch", type=Path, help="scratch directory (default /kaggle/temp or a temporary one)")
+    p.add_argument("--budget-hours", type=float, default=12.0)
+    p.add_argument("--margin-minutes", type=float, help="kept free before the budget ends (default min(20, 10%%))")
+    p.add_argument("--num-aug", type=int, default=512, help="augmentations voted per test input")
+    p.add_argument("--mode", default="emb_first_quarter",
+                   choices=["full", "emb_only", "emb_first_quarter", "emb_first_half", "lora"])
+    p.add_argument("--steps", type=steps_value, default="auto", help="fine-tune steps, or auto (fit the budget)")
+    p.add_argument("--max-steps", type=int, default=15_000, help="the most steps auto chooses")
+    p.add_argument("--batch-size", type=int, default=384, help="global fine-tune batch")
+    p.add_argument("--infer-batch-size", type=int, help="inference batch per device")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--puzzle-emb-lr", type=float, default=2e-2)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--gpus", default="auto", help="devices to use (CPU: worker processes), or auto")
+    p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def options_from(args: argparse.Namespace):
+    from trm_kaggle.kaggle.options import SubmitOptions
+
+    fields = {k: v for k, v in vars(args).items() if v is not None and k != "no_compile"}
+    fields["compile"] = not args.no_compile
+    try:
+        return SubmitOptions(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise UserError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        from trm_kaggle.kaggle import submit
+
+        report = submit(options_from(args))
+        print(f"{report.out}")
+        return EXIT_USAGE if report.error else 0
+
+    return run_cli(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

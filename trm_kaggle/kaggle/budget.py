@@ -1,0 +1,108 @@
+"""One deadline for the whole run, and how fine-tuning is sized to leave inference its time.
+
+    deadline = start + budget − margin             (the margin absorbs Kaggle's runtime noise)
+    inference ≈ worker start + examples × ACT steps × (s per example-step) / devices × 1.25
+    fine-tuning ends at deadline − inference − a voting reserve
+    steps (auto) = what fits before then at the measured step times, capped at max_steps
+
+Times are wall-clock seconds (`time.time()`), so processes agree on them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+INFERENCE_SAFETY = 1.25   # measured throughput is optimistic: variable grid sizes, stragglers
+VOTE_RESERVE_S = 5.0      # decode + vote + write, besides 5% of inference
+
+
+@dataclass(frozen=True)
+class Deadline:
+    start: float
+    end: float
+
+    @classmethod
+    def of(cls, start: float, budget_s: float, margin_s: float) -> "Deadline":
+        return cls(start, start + budget_s - margin_s)
+
+    def left(self) -> float:
+        return self.end - time.time()
+
+    def passed(self) -> bool:
+        return time.time() >= self.end
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Warm-up timings on this machine, per device (all devices run at the same pace)."""
+
+    step_s_embeddings: float     # one fine-tune step training only the puzzle embeddings
+    step_s_full: float           # one fine-tune step training everything
+    infer_s_per_example_step: float  # one ACT step of one inference example
+    startup_s: float = 0.0       # a worker's start: spawn, imports, data, model (inference pays it too)
+
+
+@dataclass
+class Plan:
+    steps: int
+    embeddings_only_steps: int
+    finetune_end: float          # wall time fine-tuning must stop by
+    predicted_finetune_s: float
+    predicted_inference_s: float
+    reserve_s: float
+    deadline: float
+    why: str
+    measured: Measured | None = None
+    written_at: float = field(default_factory=time.time)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan | None":
+        if not path.is_file():
+            return None
+        raw = json.loads(path.read_text())
+        raw["measured"] = Measured(**raw["measured"]) if raw.get("measured") else None
+        return cls(**raw)
+
+
+def predict_inference_s(measured: Measured, examples: int, act_steps: int, devices: int) -> float:
+    compute = examples * act_steps * measured.infer_s_per_example_step / max(devices, 1)
+    return measured.startup_s + compute * INFERENCE_SAFETY
+
+
+def plan_finetune(measured: Measured, now: float, deadline: float, examples: int, act_steps: int,
+                  devices: int, embeddings_only_fraction: float, steps: int | str, max_steps: int) -> Plan:
+    """Fine-tuning's length and end time so that inference keeps its predicted time."""
+    inference = predict_inference_s(measured, examples, act_steps, devices)
+    reserve = VOTE_RESERVE_S + 0.05 * inference
+    finetune_end = deadline - inference - reserve
+    available = max(0.0, finetune_end - now)
+    f = embeddings_only_fraction
+    mean_step = f * measured.step_s_embeddings + (1 - f) * measured.step_s_full
+    fits = math.floor(available / mean_step) if mean_step > 0 else max_steps
+    if steps == "auto":
+        chosen = min(fits, max_steps)
+        why = (f"auto: {fits} steps fit in {available:.0f} s at {mean_step:.3f} s/step"
+               + (f", capped at {max_steps}" if fits > max_steps else ""))
+    else:
+        chosen = int(steps)
+        why = f"requested {chosen} steps" + (f" (only ~{fits} fit: fine-tuning will stop early)"
+                                              if chosen > fits else "")
+    return Plan(steps=chosen, embeddings_only_steps=math.floor(f * chosen), finetune_end=finetune_end,
+                predicted_finetune_s=chosen * mean_step, predicted_inference_s=inference,
+                reserve_s=reserve, deadline=deadline, why=why, measured=measured)
+
+
+def plan_lines(plan: Plan, start: float) -> list[str]:
+    return [f"plan: {plan.steps} fine-tune steps ({plan.embeddings_only_steps} embeddings only), {plan.why}",
+            f"plan: fine-tune ~{plan.predicted_finetune_s:.0f} s, ends by +{plan.finetune_end - start:.0f} s; "
+            f"inference ~{plan.predicted_inference_s:.0f} s; reserve {plan.reserve_s:.0f} s; "
+            f"deadline +{plan.deadline - start:.0f} s"]

@@ -1,0 +1,70 @@
+"""Faults on demand, so tests can drive every failure path of a submission run for real.
+
+Workers are separate processes, so a test cannot monkeypatch them: it sets
+`TRM_KAGGLE_FAULTS` instead, e.g. `finetune_crash:rank=1,step=3;infer_oom:times=2`.
+Unset (always, outside tests), every hook here does nothing.
+
+    finetune_crash:rank=R,step=S   worker R dies (os._exit) before fine-tune step S
+    finetune_error:step=S          every worker raises before fine-tune step S
+    slow_step:seconds=X            each fine-tune step takes X s longer
+    infer_oom:times=N,above=B      the first N inference batches of more than B rows raise OOM
+    infer_crash:rank=R,chunk=C     inference worker R dies when it takes chunk C
+    slow_chunk:seconds=X           each inference chunk takes X s longer
+    vote_error                     the supervisor's voting raises
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+ENV = "TRM_KAGGLE_FAULTS"
+
+
+def active() -> dict[str, dict[str, float]]:
+    spec = os.environ.get(ENV, "").strip()
+    faults = {}
+    for item in filter(None, (part.strip() for part in spec.split(";"))):
+        name, _, args = item.partition(":")
+        faults[name] = {k: float(v) for k, v in (a.split("=") for a in args.split(",") if a)}
+    return faults
+
+
+def _matches(fault: dict[str, float], **where: float) -> bool:
+    return all(fault.get(k, v) == v for k, v in where.items())
+
+
+def before_finetune_step(rank: int, step: int) -> None:
+    faults = active()
+    if "finetune_crash" in faults and _matches(faults["finetune_crash"], rank=rank, step=step):
+        os._exit(17)
+    if "finetune_error" in faults and _matches(faults["finetune_error"], step=step):
+        raise RuntimeError(f"injected fault: fine-tuning fails at step {step}")
+    if "slow_step" in faults:
+        time.sleep(faults["slow_step"].get("seconds", 1.0))
+
+
+_oom_raised = 0
+
+
+def before_infer_batch(rows: int) -> None:
+    global _oom_raised
+    fault = active().get("infer_oom")
+    if fault and _oom_raised < fault.get("times", 1) and rows > fault.get("above", 0):
+        _oom_raised += 1
+        raise torch.cuda.OutOfMemoryError(f"injected fault: CUDA out of memory for a batch of {rows}")
+
+
+def before_infer_chunk(rank: int, chunk: int) -> None:
+    faults = active()
+    if "infer_crash" in faults and _matches(faults["infer_crash"], rank=rank, chunk=chunk):
+        os._exit(17)
+    if "slow_chunk" in faults:
+        time.sleep(faults["slow_chunk"].get("seconds", 1.0))
+
+
+def before_vote() -> None:
+    if "vote_error" in active():
+        raise RuntimeError("injected fault: voting fails")

@@ -1,0 +1,127 @@
+"""Inference over test inputs × augmentations, in chunks that workers take from a queue.
+
+Chunks are cut from the examples in *rounds*: every test input's original first, then every
+test input's first variant, and so on, so that when time runs out, whatever chunks are done
+hold votes for every test input rather than all the votes for some. A worker writes each
+chunk's predictions atomically to `scratch/predictions/chunk_NNNNN.npz`; the supervisor
+votes with the files as they come.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trm_kaggle.checkpoint import load_checkpoint
+from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
+from trm_kaggle.evaluate import select_examples
+from trm_kaggle.inference import Predictions, predict
+from trm_kaggle.kaggle import faults
+from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker, exit_if_orphaned
+
+log = logging.getLogger("trm_kaggle.submit")
+CHUNKS_FILE = "chunks.npz"
+
+
+def round_order(split: SplitArrays, num_aug: int) -> np.ndarray:
+    """The examples to predict (original + first `num_aug` variants of each test input),
+    ordered by variant index first."""
+    examples = select_examples(split, num_aug, None)
+    puzzle = np.searchsorted(split.puzzle_indices, examples, side="right") - 1
+    group = np.searchsorted(split.group_indices, puzzle, side="right") - 1
+    variant = puzzle - split.group_indices[group]
+    return examples[np.lexsort((examples, variant))]
+
+
+def plan_chunks(split: SplitArrays, num_aug: int, rows: int, path: Path) -> int:
+    """Cut the ordered examples into chunks of `rows`; saved for the workers. Returns the
+    number of chunks."""
+    examples = round_order(split, num_aug)
+    bounds = np.arange(0, len(examples) + rows, rows).clip(max=len(examples))
+    bounds = np.unique(bounds)
+    np.savez(path, examples=examples, bounds=bounds)
+    return len(bounds) - 1
+
+
+def chunk_path(directory: Path, chunk: int) -> Path:
+    return directory / f"chunk_{chunk:05d}.npz"
+
+
+def load_model(spec: WorkerSpec, device: torch.device):
+    """The fine-tuned weights when fine-tuning saved any, else the package with its new
+    embedding rows at their initial value."""
+    if (spec.finetuned_dir / "meta.json").is_file():
+        ckpt = load_checkpoint(spec.finetuned_dir)
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+        ckpt.config = ckpt.config.model_copy(update={"forward_dtype": dtype})
+        log.info("inference with the fine-tuned weights of step %s", ckpt.step)
+        return ckpt.build_model().to(device)
+    from trm_kaggle.kaggle.finetune import build_model
+
+    log.info("no fine-tuned weights: inference with the packaged model")
+    return build_model(spec, device, load_identifiers(spec.data_dir)).eval()
+
+
+def predict_resilient(model, split: SplitArrays, examples: np.ndarray, batch: int,
+                      device: torch.device) -> tuple[Predictions, int]:
+    """Predictions for `examples` in batches; a CUDA OOM halves the batch and retries.
+    Returns the predictions and the batch size that worked."""
+    parts, start = [], 0
+    while start < len(examples):
+        rows = examples[start:start + batch]
+        try:
+            faults.before_infer_batch(len(rows))
+            parts.append(predict(model, split, batch, rows, device=device, progress=False))
+            start += len(rows)
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch //= 2
+            log.warning("CUDA out of memory: inference batch now %d", batch)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return Predictions(np.concatenate([p.tokens for p in parts]), np.concatenate([p.q_halt_logits for p in parts]),
+                       np.concatenate([p.example_index for p in parts])), batch
+
+
+def save_predictions(path: Path, predictions: Predictions) -> None:
+    tmp = path.with_name(f".{path.stem}.partial.npz")
+    np.savez(tmp, tokens=predictions.tokens, q_halt_logits=predictions.q_halt_logits,
+             example_index=predictions.example_index)
+    tmp.replace(path)
+
+
+def load_predictions(path: Path) -> Predictions:
+    with np.load(path) as data:
+        return Predictions(data["tokens"], data["q_halt_logits"], data["example_index"])
+
+
+def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers: int) -> None:
+    """An inference process's entry point (spawned): chunks from the queue until None."""
+    device = configure_worker(rank, 1, 0, device_name, workers)
+    try:
+        split = load_split(spec.data_dir, "test")
+        model = load_model(spec, device).eval()
+        with np.load(spec.scratch / CHUNKS_FILE) as plan:
+            examples, bounds = plan["examples"], plan["bounds"]
+        batch = spec.options.infer_batch_size or max(1, spec.options.batch_size // len(spec.devices))
+        while (chunk := take(chunks)) is not None:
+            exit_if_orphaned()
+            faults.before_infer_chunk(rank, chunk)
+            rows = examples[bounds[chunk]:bounds[chunk + 1]]
+            predictions, batch = predict_resilient(model, split, rows, batch, device)
+            save_predictions(chunk_path(spec.predictions_dir, chunk), predictions)
+    except BaseException:
+        log.exception("inference failed")
+        raise SystemExit(1)
+
+
+def take(chunks) -> int | None:
+    try:
+        return chunks.get(timeout=60)
+    except queue_module.Empty:
+        return None

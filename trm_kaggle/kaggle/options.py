@@ -1,0 +1,61 @@
+"""trm-submit's settings, validated once at the boundary (frozen, unknown keys rejected).
+
+The defaults are the ARC Prize 2025 recipe (TRM_NOTES, "Post-training recipe"): global batch
+384, lr 2e-4 for the trunk and 2e-2 for the puzzle embeddings, EMA, puzzle embeddings only
+for the first quarter of the steps, 512 augmentations voted per test input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from trm_kaggle.config import Frozen
+
+Mode = Literal["full", "emb_only", "emb_first_quarter", "emb_first_half", "lora"]
+# The share of the steps that trains only the puzzle embeddings, per mode.
+EMBEDDINGS_ONLY_FRACTION = {"full": 0.0, "emb_only": 1.0, "emb_first_quarter": 0.25,
+                            "emb_first_half": 0.5, "lora": 0.0}
+
+
+class SubmitOptions(Frozen):
+    out: Path
+    model: Path | None = None            # the packaged model dir, bundle dir or zip; None: discover
+    challenges: Path | None = None       # None: discover under input_root
+    input_root: Path = Path("/kaggle/input")
+    scratch: Path | None = None          # None: /kaggle/temp when it exists, else a temporary dir
+    budget_hours: float = Field(12.0, gt=0)
+    margin_minutes: float | None = Field(None, ge=0)  # None: min(20 min, 10% of the budget)
+    started_at: float | None = None      # wall time the budget counts from (the notebook's first cell)
+    num_aug: int = Field(512, ge=0)      # variants voted per test input, besides the original
+    mode: Mode = "emb_first_quarter"
+    steps: int | Literal["auto"] = "auto"
+    max_steps: int = Field(15_000, ge=0)  # what `auto` never exceeds (the recipe's upper end)
+    batch_size: int = Field(384, ge=1)   # global, over every device
+    infer_batch_size: int | None = Field(None, ge=1)  # per device; None: batch_size // devices
+    lr: float = Field(2e-4, ge=0)
+    puzzle_emb_lr: float = Field(2e-2, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(200, ge=0)
+    ema_rate: float = Field(0.999, gt=0, lt=1)
+    lora_rank: int = Field(16, ge=1)
+    new_rows: Literal["mean", "normal"] = "mean"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpus: int | Literal["auto"] = "auto"  # devices (CPU: worker processes) used in data parallel
+    compile: bool = True                  # torch.compile on CUDA
+    seed: int = Field(0, ge=0)
+    translation: bool = True              # random offsets for the demonstration pairs
+    progress_every_s: float = Field(60.0, gt=0)  # how often workers log and checkpoint
+    write_every_s: float = Field(30.0, ge=0)      # least time between submission rewrites
+
+    @property
+    def budget_s(self) -> float:
+        return self.budget_hours * 3600
+
+    @property
+    def margin_s(self) -> float:
+        if self.margin_minutes is not None:
+            return self.margin_minutes * 60
+        return min(20 * 60, 0.1 * self.budget_s)

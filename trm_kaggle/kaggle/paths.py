@@ -1,0 +1,131 @@
+"""Where things are on Kaggle: found by looking, never by a fixed path.
+
+Layouts seen so far (KAGGLE.md): ARC Prize 2025 mounts the competition at
+`/kaggle/input/arc-prize-2025/` and datasets at `/kaggle/input/<slug>/`; competitions since
+2026 use `/kaggle/input/competitions/<slug>/` and `/kaggle/input/datasets/<owner>/<slug>/`.
+Whether Kaggle unpacks a dataset uploaded with `dir_mode="zip"` is not documented, so a
+bundle is accepted as a folder or as a zip (unpacked into scratch).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from trm_kaggle.errors import UserError
+
+CHALLENGES_NAME = "arc-agi_test_challenges.json"
+MODEL_MARKER = "meta.json"  # a model directory (checkpoint.META_FILE)
+SEARCH_DEPTH = 4            # /kaggle/input/datasets/<owner>/<slug>/model/meta.json
+
+
+def walk(root: Path, depth: int) -> list[Path]:
+    """Every path under `root` down to `depth` levels, sorted (deterministic choices)."""
+    found, level = [], [root]
+    for _ in range(depth):
+        level = sorted(child for d in level if d.is_dir() for child in d.iterdir())
+        found += level
+    return found
+
+
+def find_challenges(input_root: Path) -> Path:
+    """The hidden test set: `arc-agi_test_challenges.json` under the input root."""
+    matches = [p for p in walk(input_root, SEARCH_DEPTH) if p.name == CHALLENGES_NAME and p.is_file()]
+    if not matches:
+        raise UserError(f"{input_root}: no {CHALLENGES_NAME} below it (add the competition as an input, "
+                        "or pass --challenges)")
+    return matches[0]
+
+
+def is_model_dir(path: Path) -> bool:
+    return path.is_dir() and (path / MODEL_MARKER).is_file() and (path / "config.json").is_file()
+
+
+def model_in(path: Path) -> Path | None:
+    """The model directory of a bundle directory (`bundle/model`) or the directory itself."""
+    for candidate in (path, path / "model"):
+        if is_model_dir(candidate):
+            return candidate
+    return None
+
+
+def unpack(archive: Path, scratch: Path) -> Path:
+    """A zipped bundle unpacked into scratch (members must stay inside it)."""
+    target = scratch / f"bundle-{archive.stem}"
+    if not target.exists():
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=scratch))
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.namelist():
+                    if not (staging / member).resolve().is_relative_to(staging.resolve()):
+                        raise UserError(f"{archive}: member {member} would unpack outside the folder")
+                zf.extractall(staging)
+        except zipfile.BadZipFile as exc:
+            raise UserError(f"{archive}: not a readable zip: {exc}") from None
+        staging.rename(target)
+    return target
+
+
+def resolve_model(path: Path, scratch: Path) -> Path:
+    """--model as given: a model dir, a bundle dir holding `model/`, or a zip of either."""
+    if path.is_file() and zipfile.is_zipfile(path):
+        path = unpack(path, scratch)
+        found = model_in(path) or next((d for d in walk(path, 2) if is_model_dir(d)), None)
+    else:
+        found = model_in(path)
+    if found is None:
+        raise UserError(f"{path}: not a packaged model (expected model/meta.json and model/config.json; "
+                        "build one with trm-package)")
+    return found
+
+
+def find_model(input_root: Path, scratch: Path) -> Path:
+    """The one packaged model under the input root (folder or zip)."""
+    candidates = [d for d in walk(input_root, SEARCH_DEPTH) if is_model_dir(d)]
+    if not candidates:
+        candidates = [resolve_model(z, scratch) for z in walk(input_root, SEARCH_DEPTH)
+                      if z.suffix == ".zip" and z.is_file() and zipfile.is_zipfile(z)]
+    if not candidates:
+        raise UserError(f"{input_root}: no packaged model below it (add the trm-package dataset as an input, "
+                        "or pass --model)")
+    if len(candidates) > 1:
+        raise UserError(f"{input_root}: {len(candidates)} packaged models: "
+                        + ", ".join(map(str, candidates)) + "; pass --model")
+    return candidates[0]
+
+
+def find_wheels(model_dir: Path) -> Path | None:
+    """The bundle's wheels folder beside its model folder, if any."""
+    wheels = model_dir.parent / "wheels"
+    return wheels if wheels.is_dir() else None
+
+
+def default_scratch() -> Path:
+    """/kaggle/temp on Kaggle (not kept, not counted in /kaggle/working's 20 GB), else tmp."""
+    kaggle_temp = Path("/kaggle/temp")
+    base = kaggle_temp if kaggle_temp.is_dir() and os.access(kaggle_temp, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="trm-submit-", dir=base))
+
+
+def check_python(wheels: Path | None) -> None:
+    """The bundle's wheels were built for one CPython: refuse another early, clearly."""
+    if wheels is None:
+        return
+    tags = {w.name.split("-")[-3] for w in wheels.glob("*.whl") if w.name.split("-")[-3].startswith("cp3")}
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    if tags and here not in tags:
+        raise UserError(f"{wheels}: wheels built for {', '.join(sorted(tags))}, this is Python "
+                        f"{sys.version_info.major}.{sys.version_info.minor}: rebuild with trm-package "
+                        "--python matching the notebook's image (or pin the image)")
+
+
+def check_torch(minimum: str = "2.4") -> None:
+    import torch
+
+    have = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    need = tuple(int(x) for x in minimum.split("."))
+    if have < need:
+        raise UserError(f"torch {torch.__version__} is older than {minimum}, which trm-kaggle needs")

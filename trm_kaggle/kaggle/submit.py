@@ -1,0 +1,289 @@
+"""trm-submit: the whole Kaggle run, from the hidden tasks to `submission.json`, on time.
+
+    submission = submit(SubmitOptions(out=Path("/kaggle/working/submission.json")))
+
+1. Find the challenges and the packaged model; write a valid fallback submission at once.
+2. Build the hidden tasks' dataset in scratch: demonstration pairs (augmented, translated)
+   to train on, test inputs under `num_aug` augmentations to vote over.
+3. Fine-tune in worker processes, one per device, sized by the plan (budget.py).
+4. Predict in worker processes, chunk by chunk; vote as chunks arrive and rewrite the
+   submission atomically as it improves.
+
+The supervisor (this process) never touches a GPU, so nothing a worker does (a crash, an
+OOM, a hang) can stop it from writing the file. Every path after step 1 ends with a valid
+submission; the report says what happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trm_kaggle.arc import Task, load_challenges
+from trm_kaggle.dataset.build import BuildOptions, build_dataset
+from trm_kaggle.dataset.format import load_identifiers, load_split
+from trm_kaggle.errors import UserError
+from trm_kaggle.evaluate import add_votes
+from trm_kaggle.kaggle import faults, paths, workers
+from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline, Plan, plan_lines
+from trm_kaggle.kaggle.finetune import finetune_worker
+from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
+from trm_kaggle.kaggle.options import SubmitOptions
+from trm_kaggle.submission import write_submission
+from trm_kaggle.vote import Votes, build_submission
+
+log = logging.getLogger("trm_kaggle.submit")
+POLL_S = 0.25
+SUBSET = "hidden"
+
+
+@dataclass
+class Report:
+    out: Path
+    start: float
+    deadline: float
+    phases: dict[str, float] = field(default_factory=dict)  # actual seconds per phase
+    plan: Plan | None = None
+    steps_done: int | None = None
+    chunks_done: int = 0
+    chunks_total: int = 0
+    writes: int = 0
+    events: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def event(self, message: str) -> None:
+        self.events.append(message)
+        log.warning(message)
+
+    def lines(self) -> list[str]:
+        predicted = {"finetune": self.plan.predicted_finetune_s, "inference": self.plan.predicted_inference_s} \
+            if self.plan else {}
+        rows = [f"{'phase':<10} {'predicted s':>12} {'actual s':>10}"]
+        for name, seconds in self.phases.items():
+            guess = f"{predicted[name]:.1f}" if name in predicted else "-"
+            rows.append(f"{name:<10} {guess:>12} {seconds:>10.1f}")
+        total = sum(self.phases.values())
+        rows.append(f"{'total':<10} {'':>12} {total:>10.1f}  (deadline at {self.deadline - self.start:.0f} s)")
+        if self.plan:
+            rows.append(f"fine-tune steps: {self.steps_done} done of {self.plan.steps} planned")
+        rows.append(f"inference chunks: {self.chunks_done} of {self.chunks_total}; submission written "
+                    f"{self.writes} time(s): {self.out}")
+        rows += [f"event: {e}" for e in self.events]
+        if self.error:
+            rows.append(f"error: {self.error}")
+        return rows
+
+
+class SubmitRun:
+    def __init__(self, options: SubmitOptions):
+        self.options = options
+        now = time.time()
+        start = options.started_at or now
+        self.deadline = Deadline.of(start, options.budget_s, options.margin_s)
+        self.report = Report(options.out, start, self.deadline.end)
+        self.scratch = options.scratch or paths.default_scratch()
+        self.tasks: list[Task] = []
+        self.phase_start = now
+
+    def phase_done(self, name: str) -> None:
+        now = time.time()
+        self.report.phases[name] = now - self.phase_start
+        self.phase_start = now
+
+    # ------------------------------------------------------------------------ 1. start
+
+    def start(self) -> None:
+        o = self.options
+        challenges = o.challenges or paths.find_challenges(o.input_root)
+        self.tasks = load_challenges(challenges)
+        o.out.parent.mkdir(parents=True, exist_ok=True)
+        self.write(Votes())  # the fallback: valid from the first second
+        log.info("%s: %d tasks, %d test inputs; fallback written to %s", challenges, len(self.tasks),
+                 sum(len(t.test) for t in self.tasks), o.out)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.model_dir = paths.resolve_model(o.model, self.scratch) if o.model else \
+            paths.find_model(o.input_root, self.scratch)
+        paths.check_python(paths.find_wheels(self.model_dir))
+        paths.check_torch()
+        self.devices = workers.choose_devices(o)
+        log.info("model %s; devices %s; budget %.0f s, margin %.0f s, deadline in %.0f s", self.model_dir,
+                 ",".join(self.devices), o.budget_s, o.margin_s, self.deadline.left())
+
+    def write(self, votes: Votes) -> None:
+        write_submission(self.options.out, build_submission(self.tasks, votes.ranked()), self.tasks)
+        self.report.writes += 1
+
+    # ------------------------------------------------------------------------ 2. data
+
+    def build_data(self) -> None:
+        o = self.options
+        self.data_dir = self.scratch / "data"
+        build_dataset(BuildOptions(source="challenges", subsets=(SUBSET,), test_set=SUBSET, out=self.data_dir,
+                                   num_aug=o.num_aug, seed=o.seed, translation=o.translation, force=True,
+                                   progress=False), subsets={SUBSET: self.tasks})
+        self.test_split = load_split(self.data_dir, "test")
+        self.infer_batch = o.infer_batch_size or max(1, o.batch_size // len(self.devices))
+        self.report.chunks_total = plan_chunks(self.test_split, o.num_aug, self.infer_batch,
+                                               self.scratch / CHUNKS_FILE)
+        self.infer_examples = int(self.examples_planned())
+        self.spec = workers.WorkerSpec(o, self.model_dir, self.data_dir, self.scratch, self.deadline, self.devices,
+                                       self.infer_examples, workers.free_port())
+        log.info("dataset %s: %d training examples; %d predictions to make in %d chunks",
+                 self.data_dir, load_split(self.data_dir, "train").num_examples, self.infer_examples,
+                 self.report.chunks_total)
+
+    def examples_planned(self) -> int:
+        with np.load(self.scratch / CHUNKS_FILE) as plan:
+            return len(plan["examples"])
+
+    # ------------------------------------------------------------------------ 3. fine-tune
+
+    def finetune(self) -> list[int]:
+        """Run the fine-tuning workers; returns the ranks that died (their devices are not
+        used for inference)."""
+        spec = self.spec = dataclasses.replace(self.spec, spawned_at=time.time())
+        remaining = self.deadline.left()
+        warmup_guard = time.time() + max(60.0, min(900.0, 0.25 * remaining))
+        processes = workers.start(finetune_worker, [(rank, spec) for rank in range(len(spec.devices))])
+        plan = None
+        while any(p.is_alive() for p in processes) and not workers.failed(processes):
+            if plan is None and (plan := Plan.load(spec.plan_path)) is not None:
+                self.report.plan = plan
+                for line in plan_lines(plan, self.report.start):
+                    log.info(line)
+            guard = plan.finetune_end + 10 + 5 * plan.measured.step_s_full if plan else warmup_guard
+            if time.time() > guard:
+                workers.stop(processes, "fine-tuning is late")
+                self.report.event("fine-tuning ran past its end time: stopped; inference uses the last saved weights")
+                break
+            time.sleep(POLL_S)
+        dead = [rank for rank in workers.failed(processes) if processes[rank].exitcode != -signal.SIGTERM]
+        if dead:
+            workers.stop(processes, f"worker(s) {dead} failed")
+            self.report.event(f"fine-tuning: worker(s) {dead} exited with code(s) "
+                              f"{[processes[r].exitcode for r in dead]}; inference uses the last saved weights")
+        self.report.plan = self.report.plan or Plan.load(spec.plan_path)
+        self.report.steps_done = self.finetuned_step()
+        return dead
+
+    def finetuned_step(self) -> int | None:
+        meta = self.spec.finetuned_dir / "meta.json"
+        if not meta.is_file():
+            return None
+        return json.loads(meta.read_text()).get("step")
+
+    # ------------------------------------------------------------------------ 4. inference
+
+    def infer(self, dead: list[int]) -> None:
+        devices = [d for rank, d in enumerate(self.devices) if rank not in dead] or list(self.devices)
+        self.spec.predictions_dir.mkdir(exist_ok=True)
+        self.names = load_identifiers(self.data_dir)
+        votes, voted, last_write = Votes(), set(), time.time()
+        end = self.deadline.end - VOTE_RESERVE_S
+        while len(voted) < self.report.chunks_total and devices and time.time() < end:
+            todo = [c for c in range(self.report.chunks_total) if c not in voted
+                    and not chunk_path(self.spec.predictions_dir, c).exists()]
+            before = len(voted)
+            devices = self.infer_round(devices, todo, votes, voted, end)
+            self.collect(votes, voted)
+            if len(voted) == before:
+                break  # no progress on this round: retrying would not do better
+        if len(voted) < self.report.chunks_total:
+            self.report.event(f"inference: {len(voted)} of {self.report.chunks_total} chunks predicted in time; "
+                              "voting with those")
+        self.report.chunks_done = len(voted)
+        self.write(votes)
+
+    def infer_round(self, devices: list[str], todo: list[int], votes: Votes, voted: set, end: float) -> list[str]:
+        """Workers on `devices` take the `todo` chunks; returns the devices whose workers
+        did not fail."""
+        context = workers.queue_context()
+        chunks = context.Queue()
+        for chunk in todo:
+            chunks.put(chunk)
+        for _ in devices:
+            chunks.put(None)
+        processes = workers.start(infer_worker, [(rank, self.spec, device, chunks, len(devices))
+                                                 for rank, device in enumerate(devices)])
+        last_write = time.time()
+        while any(p.is_alive() for p in processes):
+            if self.collect(votes, voted) and time.time() - last_write >= self.options.write_every_s:
+                self.write(votes)
+                last_write = time.time()
+            if time.time() >= end:
+                workers.stop(processes, "the deadline is near")
+                break
+            time.sleep(POLL_S)
+        dead = workers.failed(processes)
+        if dead and time.time() < end:
+            self.report.event(f"inference: worker(s) {dead} exited with code(s) "
+                              f"{[processes[r].exitcode for r in dead]}; the rest carry on")
+        return [d for rank, d in enumerate(devices) if rank not in dead]
+
+    def collect(self, votes: Votes, voted: set) -> bool:
+        """Vote with every finished chunk not voted yet; whether there was one."""
+        new = [c for c in range(self.report.chunks_total)
+               if c not in voted and chunk_path(self.spec.predictions_dir, c).exists()]
+        for chunk in new:
+            faults.before_vote()
+            add_votes(votes, self.test_split, self.names, load_predictions(chunk_path(self.spec.predictions_dir, chunk)))
+            voted.add(chunk)
+        return bool(new)
+
+    # ------------------------------------------------------------------------ the run
+
+    def run(self) -> Report:
+        """The phases in order; the fallback is on disk before anything can fail."""
+        self.start()
+        self.phase_done("setup")
+        self.build_data()
+        self.phase_done("data")
+        try:
+            dead = self.finetune()
+        except Exception as exc:  # e.g. workers that cannot start: infer with what there is
+            dead = []
+            self.report.event(f"fine-tuning failed ({type(exc).__name__}: {exc}); inference uses the model as it stands")
+        self.phase_done("finetune")
+        try:
+            self.infer(dead)
+        except Exception as exc:
+            self.report.error = f"inference: {type(exc).__name__}: {exc}"
+            log.error("inference failed; the last written submission stands:\n%s", traceback.format_exc())
+        self.phase_done("inference")
+        return self.report
+
+
+def setup_logging() -> None:
+    if not log.handlers and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s",
+                            datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+
+
+def submit(options: SubmitOptions) -> Report:
+    """The whole run. Raises UserError only when no submission could be written at all
+    (no readable challenges file); after that it always returns the report, with `error`
+    set when a phase failed: the submission on disk is then the last one written."""
+    setup_logging()
+    run = SubmitRun(options)
+    try:
+        run.run()
+    except Exception as exc:
+        if not run.tasks:
+            raise
+        run.report.error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s; the last written submission stands", run.report.error)
+        if not isinstance(exc, UserError):
+            log.error(traceback.format_exc())
+    for line in run.report.lines():
+        log.info(line)
+    return run.report

@@ -1,0 +1,141 @@
+"""Worker processes: one per device, spawned from the supervisor (the notebook's kernel or
+trm-submit), so that a crash, a hang or an OOM in a worker never takes the supervisor, and
+with it the submission, down.
+
+Fine-tuning workers form a process group (NCCL on GPUs, gloo on the CPU) over a localhost
+rendezvous; inference workers share nothing but a queue of chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.multiprocessing as mp
+
+from trm_kaggle.kaggle.budget import Deadline
+from trm_kaggle.kaggle.options import SubmitOptions
+
+log = logging.getLogger("trm_kaggle.submit")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, picklable for `spawn`."""
+
+    options: SubmitOptions
+    model_dir: Path        # the packaged model
+    data_dir: Path         # the hidden tasks' dataset in scratch
+    scratch: Path
+    deadline: Deadline
+    devices: tuple[str, ...]  # one per worker rank, e.g. ("cuda:0", "cuda:1") or ("cpu", "cpu")
+    infer_examples: int    # how many predictions inference will make (for the plan)
+    port: int = 0
+    spawned_at: float = 0.0  # when the fine-tuning workers were started (to measure start-up)
+
+    @property
+    def finetuned_dir(self) -> Path:
+        return self.scratch / "finetuned"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.scratch / "plan.json"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.scratch / "finetune_progress.json"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.scratch / "predictions"
+
+
+def choose_devices(options: SubmitOptions) -> tuple[str, ...]:
+    """One entry per worker: every visible GPU (or `gpus` of them), else CPU workers."""
+    cuda = torch.cuda.is_available() and options.device != "cpu"
+    if options.device == "cuda" and not cuda:
+        from trm_kaggle.errors import UserError
+        raise UserError("--device cuda: no CUDA device is visible")
+    available = torch.cuda.device_count() if cuda else 1
+    count = available if options.gpus == "auto" else int(options.gpus)
+    if cuda:
+        return tuple(f"cuda:{i}" for i in range(min(count, available)))
+    return ("cpu",) * max(count, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_parent: int | None = None
+
+
+def orphaned() -> bool:
+    """Whether the supervisor is gone (killed): a worker then has no one to report to and
+    must not keep the devices busy."""
+    return _parent is not None and os.getppid() != _parent
+
+
+def exit_if_orphaned() -> None:
+    if orphaned():
+        log.warning("the supervisor is gone: exiting")
+        os._exit(3)
+
+
+def configure_worker(rank: int, world_size: int, port: int, device: str, cpu_workers: int) -> torch.device:
+    """This process's rendezvous environment, device and thread count; its log lines tagged."""
+    global _parent
+    _parent = os.getppid()
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format=f"%(asctime)s [worker {rank}] %(message)s", datefmt="%H:%M:%S")
+    target = torch.device(device)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cpu_workers))
+    return target
+
+
+def start(target: Callable, args_per_rank: list[tuple]) -> list[BaseProcess]:
+    """Spawn one process per argument tuple (spawn: safe with CUDA, works from a notebook)."""
+    context = mp.get_context("spawn")
+    processes = [context.Process(target=target, args=args, daemon=True) for args in args_per_rank]
+    for process in processes:
+        process.start()
+    return processes
+
+
+def stop(processes: list[BaseProcess], why: str) -> None:
+    """Terminate (then kill) every live worker."""
+    live = [p for p in processes if p.is_alive()]
+    if live:
+        log.info("stopping %d worker(s): %s", len(live), why)
+    for p in live:
+        p.terminate()
+    end = time.time() + 10
+    for p in live:
+        p.join(max(0.0, end - time.time()))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+def failed(processes: list[BaseProcess]) -> list[int]:
+    """Ranks of workers that exited with an error (a crash, an exception, a kill)."""
+    return [rank for rank, p in enumerate(processes) if p.exitcode not in (None, 0)]
+
+
+def queue_context():
+    return mp.get_context("spawn")
