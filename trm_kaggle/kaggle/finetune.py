@@ -140,6 +140,21 @@ class Finetuner:
         infer = timed(self.probe_inference(), device) / self.infer_batch_size()
         return Measured(embeddings, full, infer, startup)
 
+    def check_compile(self) -> None:
+        """One compiled step on every rank; if it fails on any (a compiler that does not work
+        on this image), all ranks train eagerly rather than lose the run."""
+        failed = False
+        if self.step_fn.forward is not None:
+            try:
+                self.probe_step(True)()
+            except Exception as exc:
+                log.warning("torch.compile failed (%s: %s)", type(exc).__name__, exc)
+                failed = True
+        if distributed.any_rank(failed, self.world.device):
+            log.warning("fine-tuning in eager mode")
+            self.step_fn.forward = None
+            self.model.zero_grad(set_to_none=True)
+
     def make_plan(self) -> Plan:
         """Rank 0 measures and plans; every rank follows the same plan."""
         plan = None
@@ -162,6 +177,7 @@ class Finetuner:
             self.trunk_training = flag
 
     def run(self) -> None:
+        self.check_compile()
         plan = self.make_plan()
         self.step_fn.schedule = dataclasses.replace(self.step_fn.schedule, total_steps=max(plan.steps, 1),
                                                     embeddings_only_steps=plan.embeddings_only_steps)
