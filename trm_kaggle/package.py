@@ -160,6 +160,7 @@ class Bundle:
     out: Path
     export: ModelExport
     wheels: list[Path]
+    lock: str | None  # which lock pinned the wheels, and whether this run wrote it
     verified: str | None
 
     def summary(self) -> str:
@@ -167,16 +168,20 @@ class Bundle:
         size = sum(p.stat().st_size for p in files)
         wheels = sum(w.stat().st_size for w in self.wheels)
         return (f"{self.out}: {len(files)} files, {size / 1e6:.1f} MB (model {self.export.size_bytes / 1e6:.1f} MB"
-                f"{', EMA' if self.export.ema else ''}; {len(self.wheels)} wheels {wheels / 1e6:.1f} MB)"
+                f"{', EMA' if self.export.ema else ''}; {len(self.wheels)} wheels {wheels / 1e6:.1f} MB"
+                + (f", {self.lock}" if self.lock else "") + ")"
                 + (f"; verified: trm-kaggle {self.verified}" if self.verified else ""))
 
 
 def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_embeddings: bool = False,
-                 with_wheels: bool = True, verify: bool = False, force: bool = False) -> Bundle:
-    """The whole Kaggle dataset directory, built beside `out` and renamed into place."""
-    from trm_kaggle.wheels import collect_wheels, verify_install
+                 with_wheels: bool = True, verify: bool = False, force: bool = False, update_lock: bool = False,
+                 verify_torch: str | None = None, progress: bool = True) -> Bundle:
+    """The whole Kaggle dataset directory, built beside `out` and renamed into place; the
+    wheel lock is (re)written only once the bundle is complete."""
+    from trm_kaggle.wheels import DEFAULT_VERIFY_TORCH, check_python, collect_wheels, verify_install
 
     check_slug(slug)
+    check_python(python)
     if out.exists() and not force:
         raise UserError(f"{out}: already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,15 +189,20 @@ def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_em
     shutil.rmtree(staging, ignore_errors=True)
     try:
         export = export_model(ckpt, staging / "model", keep_embeddings)
-        wheels = collect_wheels(python, staging / "wheels") if with_wheels else []
+        wheels = collect_wheels(python, staging / "wheels", update_lock, progress) if with_wheels else None
         write_dataset_files(staging, slug, export, load_checkpoint(staging / "model").step)
         refuse_credentials(staging)
         write_manifest(staging)
-        verified = verify_install(staging, python) if verify and with_wheels else None
+        verified = (verify_install(staging, python, verify_torch or DEFAULT_VERIFY_TORCH, progress)
+                    if verify and wheels else None)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Bundle(out, export, [out / "wheels" / w.name for w in wheels], verified)
+    if wheels is None:
+        return Bundle(out, export, [], None, verified)
+    lock = wheels.describe()
+    wheels.save_lock()
+    return Bundle(out, export, [out / "wheels" / w.name for w in wheels.wheels], lock, verified)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from trm_kaggle.cli.common import run_cli
+from trm_kaggle.errors import UserError
 
 PROG = "trm-package"
 
@@ -20,9 +22,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--slug", default="you/trm-arc", help="the Kaggle dataset id, OWNER/NAME")
     p.add_argument("--keep-embeddings", action="store_true", help="keep the full puzzle-embedding table")
     p.add_argument("--no-wheels", action="store_true", help="model and metadata only")
+    p.add_argument("--update-lock", action="store_true",
+                   help="re-resolve the wheels from the index and rewrite wheels/lock-py3XX.txt")
     p.add_argument("--verify", action="store_true", help="install the bundle offline in a fresh venv and run it")
+    p.add_argument("--verify-torch", default=os.environ.get("TRM_VERIFY_TORCH", "torch==2.13.0"),
+                   help="pip install arguments for --verify's torch, e.g. a CPU wheel's path "
+                        "(default: $TRM_VERIFY_TORCH, else torch==2.13.0)")
     p.add_argument("--force", action="store_true", help="replace --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything that can be refused before minutes of building."""
+    if args.no_wheels and (args.update_lock or args.verify):
+        raise UserError(f"--no-wheels builds no wheels: drop {'--update-lock' if args.update_lock else '--verify'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         from trm_kaggle.package import build_bundle, find_checkpoint
 
+        check_args(args)
         ckpt = find_checkpoint(args.ckpt, args.runs_dir)
         print(f"{PROG}: checkpoint {ckpt}", file=sys.stderr)
         bundle = build_bundle(ckpt, args.out, args.slug, args.python, args.keep_embeddings,
-                              with_wheels=not args.no_wheels, verify=args.verify, force=args.force)
+                              with_wheels=not args.no_wheels, verify=args.verify, force=args.force,
+                              update_lock=args.update_lock, verify_torch=args.verify_torch,
+                              progress=not args.quiet)
         print(bundle.summary())
 
     return run_cli(PROG, body)
