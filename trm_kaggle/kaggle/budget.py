@@ -5,7 +5,7 @@
     fine-tuning ends at deadline − inference − a voting reserve
     steps (auto) = what fits before then at the measured step times, capped at max_steps
 
-Times are wall-clock seconds (`time.time()`), so processes agree on them.
+Times are the run clock's seconds (`clock.now()`: wall time, or virtual in a dry run).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from trm_kaggle.kaggle import clock
 
 INFERENCE_SAFETY = 1.25   # measured throughput is optimistic: variable grid sizes, stragglers
 VOTE_RESERVE_S = 5.0      # decode + vote + write, besides 5% of inference
@@ -30,10 +32,10 @@ class Deadline:
         return cls(start, start + budget_s - margin_s)
 
     def left(self) -> float:
-        return self.end - time.time()
+        return self.end - clock.now()
 
     def passed(self) -> bool:
-        return time.time() >= self.end
+        return clock.now() >= self.end
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from typing import Callable
 
@@ -28,7 +29,7 @@ from trm_kaggle import distributed
 from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, save_state
 from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler, example_puzzles, gather
-from trm_kaggle.kaggle import faults
+from trm_kaggle.kaggle import clock, faults
 from trm_kaggle.kaggle.budget import Measured, Plan, plan_finetune
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
 from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION
@@ -96,6 +97,7 @@ class Finetuner:
                                  torch.compile(self.model) if use_compile else None)
         self.sampler = TrainSampler(self.split, o.batch_size, o.seed, world.rank, world.world_size)
         self.trunk_training: bool | None = None
+        self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock)
 
     # ------------------------------------------------------------------------ warm-up and plan
 
@@ -133,10 +135,12 @@ class Finetuner:
         return self.options.infer_batch_size or max(1, self.options.batch_size // len(self.spec.devices))
 
     def measure(self) -> Measured:
+        if clock.virtual():
+            return self.predicted()
         device = self.world.device
         embeddings = timed(self.probe_step(False), device)
         full = timed(self.probe_step(True), device)
-        startup = time.time() - self.spec.spawned_at
+        startup = clock.now() - self.spec.spawned_at
         infer = timed(self.probe_inference(), device) / self.infer_batch_size()
         return Measured(embeddings, full, infer, startup)
 
@@ -155,12 +159,19 @@ class Finetuner:
             self.step_fn.forward = None
             self.model.zero_grad(set_to_none=True)
 
+    def predicted(self) -> Measured:
+        """A dry run's warm-up: the target hardware's predicted costs, charged as if measured."""
+        c = clock.costs()
+        clock.charge("warmup")
+        return Measured(c["train_step_embeddings"], c["train_step_full"], c["infer_example_step"],
+                        c["worker_start"] + c["warmup"])
+
     def make_plan(self) -> Plan:
         """Rank 0 measures and plans; every rank follows the same plan."""
         plan = None
         if self.world.is_main:
             o, spec = self.options, self.spec
-            plan = plan_finetune(self.measure(), time.time(), spec.deadline.end, spec.infer_examples,
+            plan = plan_finetune(self.measure(), clock.now(), spec.deadline.end, spec.infer_examples,
                                  self.model.config.halt_max_steps, len(spec.devices),
                                  EMBEDDINGS_ONLY_FRACTION[o.mode], o.steps, o.max_steps)
             plan.save(spec.plan_path)
@@ -182,26 +193,41 @@ class Finetuner:
         self.step_fn.schedule = dataclasses.replace(self.step_fn.schedule, total_steps=max(plan.steps, 1),
                                                     embeddings_only_steps=plan.embeddings_only_steps)
         emb_only = self.options.mode == "emb_only"
-        started, last_save = time.time(), time.time()
-        while self.step_fn.step < plan.steps:
+        started = last_save = clock.now()
+        while self.done < plan.steps:
             exit_if_orphaned()
             faults.before_finetune_step(self.world.rank, self.step_fn.step)
-            trunk = not emb_only and self.step_fn.step >= plan.embeddings_only_steps
+            trunk = not emb_only and self.done >= plan.embeddings_only_steps
             self.train_trunk(trunk)
             metrics = self.step_fn(self.batch(), train_trunk=trunk)
-            if distributed.any_rank(time.time() >= plan.finetune_end, self.world.device):
-                log.info("fine-tuning reached its end time at step %d of %d: stopping", self.step_fn.step, plan.steps)
+            counted = self.steps_counted(plan, trunk)
+            if self.world.is_main:
+                clock.charge("train_step_full" if trunk else "train_step_embeddings", counted)
+            self.done += counted
+            if distributed.any_rank(clock.now() >= plan.finetune_end, self.world.device):
+                log.info("fine-tuning reached its end time at step %d of %d: stopping", self.done, plan.steps)
                 break
-            if time.time() - last_save >= self.options.progress_every_s:
+            if clock.now() - last_save >= self.options.progress_every_s:
                 self.checkpoint(plan, started, metrics)
-                last_save = time.time()
+                last_save = clock.now()
         self.checkpoint(plan, started, None, final=True)
+
+    def steps_counted(self, plan: Plan, trunk: bool) -> int:
+        """Steps one real step stands for: 1, except in a dry run, where it is the stride,
+        cut so as not to jump past the plan's step count or end time (a real run stops
+        within one step of it)."""
+        stride = clock.stride("train")
+        if stride == 1:
+            return 1
+        cost = clock.costs()["train_step_full" if trunk else "train_step_embeddings"]
+        before_end = math.floor((plan.finetune_end - clock.now()) / cost) + 1
+        return max(1, min(stride, plan.steps - self.done, before_end))
 
     def checkpoint(self, plan: Plan, started: float, metrics: dict | None, final: bool = False) -> None:
         """Rank 0 saves what inference should use and logs the progress."""
         if not self.world.is_main:
             return
-        step, elapsed = self.step_fn.step, time.time() - started
+        step, elapsed = self.done, clock.now() - started
         with self.step_fn.ema.swapped_in():
             state = merged_state_dict(self.model) if self.options.mode == "lora" else self.model.state_dict()
             state = {k: v.detach().float().cpu() for k, v in state.items()}

@@ -20,7 +20,7 @@ from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.evaluate import select_examples
 from trm_kaggle.inference import Predictions, predict
-from trm_kaggle.kaggle import faults
+from trm_kaggle.kaggle import clock, faults
 from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker, exit_if_orphaned
 
 log = logging.getLogger("trm_kaggle.submit")
@@ -75,6 +75,7 @@ def predict_resilient(model, split: SplitArrays, examples: np.ndarray, batch: in
         rows = examples[start:start + batch]
         try:
             faults.before_infer_batch(len(rows))
+            clock.charge("inference", len(rows) * clock.stride("infer") * model.config.halt_max_steps)
             parts.append(predict(model, split, batch, rows, device=device, progress=False))
             start += len(rows)
         except torch.cuda.OutOfMemoryError:
@@ -112,7 +113,7 @@ def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers:
         while (chunk := take(chunks)) is not None:
             exit_if_orphaned()
             faults.before_infer_chunk(rank, chunk)
-            rows = examples[bounds[chunk]:bounds[chunk + 1]]
+            rows = examples[bounds[chunk]:bounds[chunk + 1]:clock.stride("infer")]
             predictions, batch = predict_resilient(model, split, rows, batch, device)
             save_predictions(chunk_path(spec.predictions_dir, chunk), predictions)
     except BaseException:

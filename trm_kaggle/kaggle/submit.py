@@ -33,7 +33,7 @@ from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import add_votes
-from trm_kaggle.kaggle import faults, paths, workers
+from trm_kaggle.kaggle import clock, faults, paths, workers
 from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline, Plan, plan_lines
 from trm_kaggle.kaggle.finetune import finetune_worker
 from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
@@ -86,7 +86,7 @@ class Report:
 class SubmitRun:
     def __init__(self, options: SubmitOptions):
         self.options = options
-        now = time.time()
+        now = clock.now()
         start = options.started_at or now
         self.deadline = Deadline.of(start, options.budget_s, options.margin_s)
         self.report = Report(options.out, start, self.deadline.end)
@@ -95,7 +95,7 @@ class SubmitRun:
         self.phase_start = now
 
     def phase_done(self, name: str) -> None:
-        now = time.time()
+        now = clock.now()
         self.report.phases[name] = now - self.phase_start
         self.phase_start = now
 
@@ -120,6 +120,7 @@ class SubmitRun:
 
     def write(self, votes: Votes) -> None:
         write_submission(self.options.out, build_submission(self.tasks, votes.ranked()), self.tasks)
+        clock.charge("write")
         self.report.writes += 1
 
     # ------------------------------------------------------------------------ 2. data
@@ -131,6 +132,7 @@ class SubmitRun:
                                    num_aug=o.num_aug, seed=o.seed, translation=o.translation, force=True,
                                    progress=False), subsets={SUBSET: self.tasks})
         self.test_split = load_split(self.data_dir, "test")
+        clock.charge("data_example", load_split(self.data_dir, "train").num_examples + self.test_split.num_examples)
         self.infer_batch = o.infer_batch_size or max(1, o.batch_size // len(self.devices))
         self.report.chunks_total = plan_chunks(self.test_split, o.num_aug, self.infer_batch,
                                                self.scratch / CHUNKS_FILE)
@@ -150,9 +152,10 @@ class SubmitRun:
     def finetune(self) -> list[int]:
         """Run the fine-tuning workers; returns the ranks that died (their devices are not
         used for inference)."""
-        spec = self.spec = dataclasses.replace(self.spec, spawned_at=time.time())
+        spec = self.spec = dataclasses.replace(self.spec, spawned_at=clock.now())
         remaining = self.deadline.left()
-        warmup_guard = time.time() + max(60.0, min(900.0, 0.25 * remaining))
+        warmup_guard = clock.now() + max(60.0, min(900.0, 0.25 * remaining))
+        clock.charge("worker_start")
         processes = workers.start(finetune_worker, [(rank, spec) for rank in range(len(spec.devices))])
         plan = None
         while any(p.is_alive() for p in processes) and not workers.failed(processes):
@@ -160,8 +163,9 @@ class SubmitRun:
                 self.report.plan = plan
                 for line in plan_lines(plan, self.report.start):
                     log.info(line)
-            guard = plan.finetune_end + 10 + 5 * plan.measured.step_s_full if plan else warmup_guard
-            if time.time() > guard:
+            step_s = plan.measured.step_s_full * clock.stride("train") if plan else 0.0
+            guard = plan.finetune_end + 10 + 5 * step_s if plan else warmup_guard
+            if clock.now() > guard:
                 workers.stop(processes, "fine-tuning is late")
                 self.report.event("fine-tuning ran past its end time: stopped; inference uses the last saved weights")
                 break
@@ -187,9 +191,9 @@ class SubmitRun:
         devices = [d for rank, d in enumerate(self.devices) if rank not in dead] or list(self.devices)
         self.spec.predictions_dir.mkdir(exist_ok=True)
         self.names = load_identifiers(self.data_dir)
-        votes, voted, last_write = Votes(), set(), time.time()
+        votes, voted, last_write = Votes(), set(), clock.now()
         end = self.deadline.end - VOTE_RESERVE_S
-        while len(voted) < self.report.chunks_total and devices and time.time() < end:
+        while len(voted) < self.report.chunks_total and devices and clock.now() < end:
             todo = [c for c in range(self.report.chunks_total) if c not in voted
                     and not chunk_path(self.spec.predictions_dir, c).exists()]
             before = len(voted)
@@ -212,19 +216,21 @@ class SubmitRun:
             chunks.put(chunk)
         for _ in devices:
             chunks.put(None)
+        clock.charge("worker_start")
         processes = workers.start(infer_worker, [(rank, self.spec, device, chunks, len(devices))
                                                  for rank, device in enumerate(devices)])
-        last_write = time.time()
+        last_write = clock.now()
         while any(p.is_alive() for p in processes):
-            if self.collect(votes, voted) and time.time() - last_write >= self.options.write_every_s:
+            if self.collect(votes, voted) and clock.now() - last_write >= self.options.write_every_s:
                 self.write(votes)
-                last_write = time.time()
-            if time.time() >= end:
+                last_write = clock.now()
+            if clock.now() >= end:
                 workers.stop(processes, "the deadline is near")
+                clock.cut_at(end)
                 break
             time.sleep(POLL_S)
         dead = workers.failed(processes)
-        if dead and time.time() < end:
+        if dead and clock.now() < end:
             self.report.event(f"inference: worker(s) {dead} exited with code(s) "
                               f"{[processes[r].exitcode for r in dead]}; the rest carry on")
         return [d for rank, d in enumerate(devices) if rank not in dead]
@@ -235,7 +241,9 @@ class SubmitRun:
                if c not in voted and chunk_path(self.spec.predictions_dir, c).exists()]
         for chunk in new:
             faults.before_vote()
-            add_votes(votes, self.test_split, self.names, load_predictions(chunk_path(self.spec.predictions_dir, chunk)))
+            predictions = load_predictions(chunk_path(self.spec.predictions_dir, chunk))
+            add_votes(votes, self.test_split, self.names, predictions)
+            clock.charge("vote_prediction", len(predictions.example_index))
             voted.add(chunk)
         return bool(new)
 

