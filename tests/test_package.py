@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from trm_kaggle.checkpoint import load_checkpoint
+from trm_kaggle.checkpoint import load_checkpoint, sha256_file
 from trm_kaggle.cli.eval import main as eval_main
 from trm_kaggle.errors import UserError
 from trm_kaggle.package import export_model, find_checkpoint
@@ -109,3 +113,152 @@ def test_dataset_files_manifest_and_credential_refusal(tmp_path):
     (tmp_path / "model" / "kaggle.json").write_text("{}")
     with pytest.raises(UserError, match="kaggle.json: a Kaggle credential file"):
         refuse_credentials(tmp_path)
+
+
+# ---------------------------------------------------------------------------- --upload
+
+class HTTPNotFound(OSError):
+    """What kaggle's dataset_status raises for an unknown dataset: requests' HTTPError, an
+    OSError carrying the response."""
+    response = SimpleNamespace(status_code=404)
+
+
+class FakeKaggleApi:
+    """KaggleApi at its boundary: the calls upload_bundle makes, recorded; `fail` raises from
+    the named call, as the real one does (authenticate() exits when there are no credentials)."""
+
+    def __init__(self, existing=(), fail: dict | None = None):
+        self.existing, self.fail, self.calls = set(existing), fail or {}, []
+
+    def call(self, name, **details):
+        self.calls.append((name, details))
+        if name in self.fail:
+            raise self.fail[name]
+
+    def authenticate(self):
+        print("Authentication required to call the Kaggle API.")  # the real one prints help, then exits
+        self.call("authenticate")
+
+    def dataset_status(self, slug):
+        self.call("status", slug=slug)
+        if slug not in self.existing:
+            raise HTTPNotFound("404 Client Error: Not Found")
+        return "ready"
+
+    def dataset_create_new(self, folder, public=False, quiet=False, convert_to_csv=True, dir_mode="skip"):
+        self.call("create", folder=folder, public=public, dir_mode=dir_mode, files=bundle_files(folder))
+        return SimpleNamespace(error=None, url="https://www.kaggle.com/datasets/you/trm-arc")
+
+    def dataset_create_version(self, folder, version_notes, quiet=False, convert_to_csv=True,
+                               delete_old_versions=False, dir_mode="skip"):
+        self.call("version", folder=folder, notes=version_notes, dir_mode=dir_mode, files=bundle_files(folder))
+        return SimpleNamespace(error=None, url="https://www.kaggle.com/datasets/you/trm-arc")
+
+
+def bundle_files(folder: str) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def kaggle(monkeypatch):
+    """Replace KaggleApi (and the installed-package check) for trm-package --upload."""
+    import trm_kaggle.package as package
+
+    api = FakeKaggleApi()
+    monkeypatch.setattr(package, "kaggle_api", lambda: api)
+    monkeypatch.setattr(package, "check_upload_possible", lambda: None)
+    return api
+
+
+def package_cli(out: Path, *extra: str) -> list[str]:
+    return ["--ckpt", "step_72385", "--runs-dir", str(CHECKPOINT_DIR), "--out", str(out), "--no-wheels",
+            "--quiet", *extra]
+
+
+def test_upload_creates_the_dataset_then_adds_versions(kaggle, tmp_path, capsys):
+    from trm_kaggle.cli.package import main
+    from trm_kaggle.package import upload_bundle
+
+    out = tmp_path / "X"
+    assert main(package_cli(out, "--upload", "-m", "first")) == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "uploaded: created https://www.kaggle.com/datasets/you/trm-arc" in printed.out
+    assert "Authentication required" not in printed.out  # kaggle's login help is not ours to print
+    (name, create), = [c for c in kaggle.calls if c[0] in ("create", "version")]
+    assert name == "create" and create["folder"] == str(out)  # the renamed bundle, not its staging dir
+    assert create["dir_mode"] == "zip" and create["public"] is False
+    assert "MANIFEST.json" in create["files"] and "model/model.pt" in create["files"]
+    kaggle.existing.add("you/trm-arc")
+    assert upload_bundle(out, "second run", lambda: kaggle).startswith("new version of")
+    name, version = kaggle.calls[-1]
+    assert name == "version" and version == {"folder": str(out), "notes": "second run", "dir_mode": "zip",
+                                              "files": create["files"]}
+
+
+def intact(out: Path) -> bool:
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    return all(sha256_file(out / f) == entry["sha256"] for f, entry in manifest.items())
+
+
+@pytest.mark.parametrize("fail, message", [
+    ({"authenticate": SystemExit(1)}, "--upload: no Kaggle credentials"),
+    ({"status": ConnectionError("Failed to resolve 'api.kaggle.com' key=s3cr3t-kaggle-key")},
+     "--upload: ConnectionError: Failed to resolve 'api.kaggle.com' key=***"),
+    ({"create": ValueError("The dataset slug must be between 6 and 50 characters")},
+     "--upload: ValueError: The dataset slug must be between 6 and 50 characters"),
+])
+def test_a_failed_upload_leaves_the_bundle_and_says_how_to_upload_it(fail, message, kaggle, tmp_path, capsys,
+                                                                     monkeypatch):
+    from trm_kaggle.cli.package import main
+
+    monkeypatch.setenv("KAGGLE_KEY", "s3cr3t-kaggle-key")
+    kaggle.fail = fail
+    out = tmp_path / "X"
+    code = main(package_cli(out, "--upload", "-m", "v2 notes"))
+    printed = capsys.readouterr()
+    err = printed.err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith(f"trm-package: error: {message}"), printed.err
+    assert f"the bundle at {out} is complete: upload it later with " \
+           f"`kaggle datasets version -p {out} -m 'v2 notes' --dir-mode zip`" in err
+    assert "s3cr3t" not in printed.err + printed.out and "Traceback" not in printed.err
+    assert intact(out) and "trm-package: uploaded" not in printed.out
+    assert [p.name for p in tmp_path.iterdir()] == ["X"]
+
+
+def test_kaggle_refusing_the_upload_is_an_error(kaggle, tmp_path):
+    from trm_kaggle.package import build_bundle, upload_bundle
+
+    build_bundle(CHECKPOINT_DIR / "step_72385", tmp_path / "X", "you/trm-arc", with_wheels=False, progress=False)
+    kaggle.dataset_create_new = lambda **kw: SimpleNamespace(error="The requested slug is already in use")
+    with pytest.raises(UserError, match="Kaggle refused it: The requested slug is already in use; the bundle"):
+        upload_bundle(tmp_path / "X", "notes", lambda: kaggle)
+
+
+def test_upload_checks_for_credential_files_again(kaggle, tmp_path):
+    from trm_kaggle.package import build_bundle, upload_bundle
+
+    build_bundle(CHECKPOINT_DIR / "step_72385", tmp_path / "X", "you/trm-arc", with_wheels=False, progress=False)
+    (tmp_path / "X" / "model" / "access_token").write_text("token")
+    with pytest.raises(UserError, match="access_token: a Kaggle credential file inside the bundle"):
+        upload_bundle(tmp_path / "X", "notes", lambda: kaggle)
+    assert kaggle.calls == []
+
+
+def test_upload_without_the_kaggle_package_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    """Refused before building when kaggle (or six, which kaggle imports undeclared) is missing;
+    a kaggle that fails to import at upload time says the same."""
+    import importlib.util
+
+    from trm_kaggle.cli.package import main
+    from trm_kaggle.package import build_bundle, upload_bundle
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "six" else real_find_spec(name, *a))
+    assert main(package_cli(tmp_path / "X", "--upload", "-m", "notes")) == 2
+    err = capsys.readouterr().err
+    assert "--upload needs the " in err and "pip install 'trm-kaggle[upload]'" in err
+    assert not (tmp_path / "X").exists()
+    build_bundle(CHECKPOINT_DIR / "step_72385", tmp_path / "X", "you/trm-arc", with_wheels=False, progress=False)
+    monkeypatch.setitem(sys.modules, "kaggle", None)  # `import kaggle...` now raises ImportError
+    with pytest.raises(UserError, match=r"needs the kaggle package \(kaggle\S* is missing\): pip install 'trm-kaggle\[upload\]'"):
+        upload_bundle(tmp_path / "X", "notes")

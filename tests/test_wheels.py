@@ -171,6 +171,8 @@ def test_the_committed_locks_pin_every_bundled_package():
     (["--ckpt", "step_72385", "--slug", "nobody"], "--slug 'nobody'"),
     (["--ckpt", "step_72385", "--python", "3.10"], "--python '3.10': expected"),
     (["--ckpt", "step_72385", "--update-lock"], "--no-wheels builds no wheels: drop --update-lock"),
+    (["--ckpt", "step_72385", "-m", "notes"], "-m is --upload's version notes"),
+    (["--ckpt", "step_72385", "--upload"], "--upload needs -m NOTES"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(argv, message, tmp_path, capsys):
     code = main([*argv, "--runs-dir", str(RUNS), "--out", str(tmp_path / "X"), "--no-wheels"])

@@ -9,10 +9,13 @@ identifiers) for continued pretraining or a fidelity check.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import json
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,3 +209,88 @@ def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_em
     lock = wheels.describe()
     wheels.save_lock()
     return Bundle(out, export, [out / "wheels" / w.name for w in wheels.wheels], lock, verified)
+
+
+# ---------------------------------------------------------------------------- --upload
+
+UPLOAD_EXTRA = "pip install 'trm-kaggle[upload]'"
+
+
+def check_upload_possible() -> None:
+    """Before a long build: is the kaggle package (and `six`, which kaggle 2.x imports without
+    declaring it) installed? Only a spec lookup: importing kaggle would authenticate."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("kaggle", "six") if find_spec(name) is None]
+    if missing:
+        raise UserError(f"--upload needs the {' and '.join(missing)} package(s): {UPLOAD_EXTRA}")
+
+
+def kaggle_api():
+    """A KaggleApi, imported only now: importing the kaggle package authenticates (and in 1.x
+    exits the process when there are no credentials)."""
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+    return KaggleApi()
+
+
+def dataset_exists(api, slug: str) -> bool:
+    """Whether `slug` exists, as kaggle's own dataset_create_new decides it (an HTTP error
+    status means no), except that bad credentials (401) and network failures propagate."""
+    try:
+        api.dataset_status(slug)
+    except OSError as exc:  # requests' HTTPError and ConnectionError are OSErrors
+        response = getattr(exc, "response", None)
+        if response is not None and getattr(response, "status_code", None) != 401:
+            return False
+        raise
+    return True
+
+
+def send_bundle(api, out: Path, slug: str, notes: str) -> tuple[bool, object]:
+    """(whether the dataset existed, kaggle's response); folders go up zipped (the default
+    dir_mode silently skips them)."""
+    if dataset_exists(api, slug):
+        return True, api.dataset_create_version(folder=str(out), version_notes=notes, dir_mode="zip")
+    return False, api.dataset_create_new(folder=str(out), public=False, dir_mode="zip")
+
+
+def redact(text: str, api) -> str:
+    """`text` without any credential value this process knows (an error may quote one)."""
+    config = getattr(api, "config_values", None) or {}
+    secrets = [os.environ.get(k) for k in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")] + \
+        [config.get(k) for k in ("key", "token")]
+    for secret in secrets:
+        if isinstance(secret, str) and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def upload_bundle(out: Path, notes: str, api_factory=None) -> str:
+    """Create the Kaggle dataset of `out` (its dataset-metadata.json id) or a new version of
+    it. Any failure leaves `out` as it is and says how to upload it by hand. Returns what was
+    done. `api_factory` replaces KaggleApi (tests)."""
+    refuse_credentials(out)  # again: the directory may have changed since the build
+    slug = json.loads((out / "dataset-metadata.json").read_text())["id"]
+    where = shlex.quote(str(out))
+    later = (f"the bundle at {out} is complete: upload it later with `kaggle datasets version -p {where} "
+             f"-m {shlex.quote(notes)} --dir-mode zip` (`kaggle datasets create -p {where} --dir-mode zip` if new)")
+    api = None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # kaggle prints its login help there
+            api = (api_factory or kaggle_api)()
+            api.authenticate()
+        existed, response = send_bundle(api, out, slug, notes)
+    except ImportError as exc:
+        raise UserError(f"--upload needs the kaggle package ({exc.name or exc} is missing): {UPLOAD_EXTRA}; "
+                        f"{later}") from None
+    except SystemExit:  # KaggleApi.authenticate() exits when it finds no credentials
+        raise UserError("--upload: no Kaggle credentials (KAGGLE_API_TOKEN, ~/.kaggle/access_token, "
+                        f"KAGGLE_USERNAME + KAGGLE_KEY or ~/.kaggle/kaggle.json); {later}") from None
+    except (OSError, ValueError) as exc:  # network and HTTP failures; kaggle's own validation
+        reason = redact(f"{type(exc).__name__}: {exc}", api)
+        raise UserError(f"--upload: {reason[:300] + '…' if len(reason) > 300 else reason}; {later}") from None
+    if getattr(response, "error", None):
+        raise UserError(f"--upload: Kaggle refused it: {redact(str(response.error), api)}; {later}")
+    url = getattr(response, "url", None) or f"https://www.kaggle.com/datasets/{slug}"
+    return f"{'new version of' if existed else 'created'} {url}"

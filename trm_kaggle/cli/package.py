@@ -28,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-torch", default=os.environ.get("TRM_VERIFY_TORCH", "torch==2.13.0"),
                    help="pip install arguments for --verify's torch, e.g. a CPU wheel's path "
                         "(default: $TRM_VERIFY_TORCH, else torch==2.13.0)")
+    p.add_argument("--upload", action="store_true", help="create the Kaggle dataset, or a new version of it")
+    p.add_argument("-m", "--message", help="--upload's version notes")
     p.add_argument("--force", action="store_true", help="replace --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -35,15 +37,23 @@ def parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Everything that can be refused before minutes of building."""
+    from trm_kaggle.package import check_upload_possible
+
+    if args.upload and not args.message:
+        raise UserError("--upload needs -m NOTES (the version notes)")
+    if args.message and not args.upload:
+        raise UserError("-m is --upload's version notes; add --upload")
     if args.no_wheels and (args.update_lock or args.verify):
         raise UserError(f"--no-wheels builds no wheels: drop {'--update-lock' if args.update_lock else '--verify'}")
+    if args.upload:
+        check_upload_possible()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> None:
-        from trm_kaggle.package import build_bundle, find_checkpoint
+        from trm_kaggle.package import build_bundle, find_checkpoint, upload_bundle
 
         check_args(args)
         ckpt = find_checkpoint(args.ckpt, args.runs_dir)
@@ -53,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                               update_lock=args.update_lock, verify_torch=args.verify_torch,
                               progress=not args.quiet)
         print(bundle.summary())
+        if args.upload:
+            print(f"{PROG}: uploaded: {upload_bundle(args.out, args.message)}")
 
     return run_cli(PROG, body)
 
