@@ -126,3 +126,18 @@ def test_lora_starts_at_the_packaged_model_and_merges_back():
     merged.load_state_dict(merged_state_dict(lora))
     torch.testing.assert_close(out(merged), out(lora), atol=1e-5, rtol=1e-4)
     assert not torch.allclose(out(merged), out(plain))
+
+
+def test_the_packages_fine_tune_recipe_applies_unless_given_explicitly(bundle, tmp_path):
+    import yaml
+
+    from trm_kaggle.kaggle.options import SubmitOptions, finetune_defaults, with_package_defaults
+
+    recipe = yaml.safe_load((bundle / "model" / "config.yaml").read_text())
+    assert recipe["finetune"] == finetune_defaults() and recipe["model"]["hidden_size"] == TINY["hidden_size"]
+    recipe["finetune"] |= {"lr": 5e-4, "mode": "full"}
+    given = SubmitOptions(out=tmp_path / "s.json", mode="lora")
+    merged = with_package_defaults(given, paths.package_finetune(bundle / "model") | recipe["finetune"])
+    assert (merged.lr, merged.mode, merged.batch_size) == (5e-4, "lora", 384)
+    with pytest.raises(UserError, match="unknown key lrr"):
+        with_package_defaults(given, {"lrr": 1.0})

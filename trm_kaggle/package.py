@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from trm_kaggle import __version__
 from trm_kaggle.checkpoint import (
     META_FILE, STATS_FILE, TABLE, Checkpoint, embedding_stats, load_checkpoint, save_state, sha256_file)
 from trm_kaggle.errors import UserError
+from trm_kaggle.kaggle.options import finetune_defaults
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -94,8 +96,9 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False) -> M
     meta = {"source": str(ckpt_path.resolve()), "source_sha256": sha256_file(source_file),
             "source_step": ckpt.step, "ema": ema, "package_version": __version__,
             "date": datetime.date.today().isoformat()}
+    recipe = yaml.safe_dump({"model": ckpt.config.model_dump(), "finetune": finetune_defaults()}, sort_keys=False)
     save_state(out, ckpt.config, state, ckpt.identifiers if keep_embeddings else None, ckpt.step,
-               torch_files=torch_files, meta=meta)
+               torch_files=torch_files, extra_files={"config.yaml": recipe.encode()}, meta=meta)
     size = sum(f.stat().st_size for f in out.iterdir())
     return ModelExport(out, ckpt_path, ema, len(table) if keep_embeddings else 0, size)
 

@@ -5,6 +5,8 @@
 
 On Kaggle, --model and --challenges are found under /kaggle/input when left out. The
 submission is valid from the first seconds and rewritten atomically as it improves.
+*: unless given here, fine-tune settings come from the package's config.yaml (`finetune:`),
+then from these defaults.
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", type=Path, help="scratch directory (default /kaggle/temp or a temporary one)")
     p.add_argument("--budget-hours", type=float, default=12.0)
     p.add_argument("--margin-minutes", type=float, help="kept free before the budget ends (default min(20, 10%%))")
-    p.add_argument("--num-aug", type=int, default=512, help="augmentations voted per test input")
-    p.add_argument("--mode", default="emb_first_quarter",
+    p.add_argument("--num-aug", type=int, help="augmentations voted per test input (default 512*)")
+    p.add_argument("--mode", help="fine-tuning mode (default emb_first_quarter*)",
                    choices=["full", "emb_only", "emb_first_quarter", "emb_first_half", "lora"])
     p.add_argument("--steps", type=steps_value, default="auto", help="fine-tune steps, or auto (fit the budget)")
-    p.add_argument("--max-steps", type=int, default=15_000, help="the most steps auto chooses")
-    p.add_argument("--batch-size", type=int, default=384, help="global fine-tune batch")
+    p.add_argument("--max-steps", type=int, help="the most steps auto chooses (default 15000*)")
+    p.add_argument("--batch-size", type=int, help="global fine-tune batch (default 384*)")
     p.add_argument("--infer-batch-size", type=int, help="inference batch per device")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--puzzle-emb-lr", type=float, default=2e-2)
+    p.add_argument("--lr", type=float, help="trunk learning rate (default 2e-4*)")
+    p.add_argument("--puzzle-emb-lr", type=float, help="puzzle-embedding learning rate (default 2e-2*)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--gpus", default="auto", help="devices to use (CPU: worker processes), or auto")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")

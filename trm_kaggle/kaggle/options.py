@@ -20,6 +20,27 @@ EMBEDDINGS_ONLY_FRACTION = {"full": 0.0, "emb_only": 1.0, "emb_first_quarter": 0
                             "emb_first_half": 0.5, "lora": 0.0}
 
 
+# The fine-tuning recipe a package carries (config.yaml's `finetune:`): trm-submit takes each
+# from the package unless it is given explicitly.
+FINETUNE_KEYS = ("mode", "num_aug", "max_steps", "batch_size", "lr", "puzzle_emb_lr", "weight_decay",
+                 "warmup_steps", "ema_rate", "lora_rank", "new_rows")
+
+
+def finetune_defaults() -> dict:
+    return {key: SubmitOptions.model_fields[key].default for key in FINETUNE_KEYS}
+
+
+def with_package_defaults(options: "SubmitOptions", package: dict) -> "SubmitOptions":
+    """`options` with the package's fine-tune settings where the user set none; unknown
+    keys in the package are refused like any other misspelt setting."""
+    unknown = sorted(set(package) - set(FINETUNE_KEYS))
+    if unknown:
+        from trm_kaggle.errors import UserError
+        raise UserError(f"config.yaml finetune: unknown key {unknown[0]} (known: {', '.join(FINETUNE_KEYS)})")
+    taken = {k: v for k, v in package.items() if k not in options.model_fields_set}
+    return SubmitOptions.model_validate(options.model_dump(exclude_unset=True) | taken) if taken else options
+
+
 class SubmitOptions(Frozen):
     out: Path
     model: Path | None = None            # the packaged model dir, bundle dir or zip; None: discover

@@ -97,6 +97,23 @@ def find_model(input_root: Path, scratch: Path) -> Path:
     return candidates[0]
 
 
+def package_finetune(model_dir: Path) -> dict:
+    """The fine-tune settings the package recommends (config.yaml's `finetune:`), if any."""
+    import yaml
+
+    path = model_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    finetune = raw.get("finetune") if isinstance(raw, dict) else None
+    if finetune is not None and not isinstance(finetune, dict):
+        raise UserError(f"{path}: finetune: expected a mapping of settings")
+    return finetune or {}
+
+
 def find_wheels(model_dir: Path) -> Path | None:
     """The bundle's wheels folder beside its model folder, if any."""
     wheels = model_dir.parent / "wheels"

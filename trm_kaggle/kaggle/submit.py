@@ -37,7 +37,7 @@ from trm_kaggle.kaggle import clock, faults, paths, workers
 from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline, Plan, plan_lines
 from trm_kaggle.kaggle.finetune import finetune_worker
 from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
-from trm_kaggle.kaggle.options import SubmitOptions
+from trm_kaggle.kaggle.options import SubmitOptions, with_package_defaults
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import Votes, build_submission
 
@@ -112,6 +112,7 @@ class SubmitRun:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.model_dir = paths.resolve_model(o.model, self.scratch) if o.model else \
             paths.find_model(o.input_root, self.scratch)
+        self.options = o = with_package_defaults(o, paths.package_finetune(self.model_dir))
         paths.check_python(paths.find_wheels(self.model_dir))
         paths.check_torch()
         self.devices = workers.choose_devices(o)
