@@ -259,6 +259,7 @@ def finetune_worker(rank: int, spec: WorkerSpec) -> None:
     world = join_group(rank, spec)
     try:
         Finetuner(spec, world).run()
+        distributed.barrier()  # leave together: gloo aborts a rank whose peer has already gone
     except BaseException:
         log.exception("fine-tuning failed")
         raise SystemExit(1)
