@@ -15,35 +15,15 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
+from trm_kaggle.calibrate import random_batch, seconds_per_call
 from trm_kaggle.cli.pretrain import load_config
 from trm_kaggle.model import TRM
 from trm_kaggle.pretrain import PEAK_BF16_TFLOPS
 from trm_kaggle.train import Schedule, TrainStep, flops_per_example
-
-
-def random_batch(size: int, ids: int, device: torch.device) -> dict[str, torch.Tensor]:
-    return {"inputs": torch.randint(0, 12, (size, 900), device=device, dtype=torch.int32),
-            "labels": torch.randint(2, 12, (size, 900), device=device, dtype=torch.int32),
-            "puzzle_identifiers": torch.randint(1, ids, (size,), device=device, dtype=torch.int32)}
-
-
-def timed(fn, steps: int, device: torch.device) -> float:
-    """Seconds per call, after two warm-up calls."""
-    for _ in range(2):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -67,10 +47,10 @@ def main() -> None:
     run_config = load_config([f"preset={args.preset}", "data_path=-", "run_dir=-", *args.overrides])
     config = run_config.arch.to_model_config(1000, device.type == "cuda")
     model = TRM(config).to(device)
-    batch = random_batch(args.batch, config.num_puzzle_identifiers, device)
+    batch = random_batch(args.batch, device, config.num_puzzle_identifiers)
     forward = torch.compile(model) if args.compile else None
     train = TrainStep(model, Schedule(warmup_steps=1), global_batch_size=args.batch, forward=forward)
-    train_s = timed(lambda: train(batch), args.steps, device)
+    train_s = seconds_per_call(lambda: train(batch), args.steps, device, warmup=2)
     train_peak_gb = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
     model.eval()
 
@@ -78,7 +58,7 @@ def main() -> None:
         with torch.inference_mode():
             (model if forward is None else forward)(model.initial_carry(batch), batch)
 
-    infer_s = timed(infer, args.steps, device)
+    infer_s = seconds_per_call(infer, args.steps, device, warmup=2)
     peak = peak_tflops(device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {os.cpu_count()} cores",

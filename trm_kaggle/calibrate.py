@@ -44,14 +44,19 @@ def device_peak(device: torch.device) -> tuple[str, float]:
     raise RuntimeError(f"no peak FLOP/s known for {name}")
 
 
-def random_batch(size: int, device: torch.device) -> dict[str, torch.Tensor]:
+def random_batch(size: int, device: torch.device, ids: int = 2) -> dict[str, torch.Tensor]:
+    """Random tokens and labels with puzzle identifiers in [1, ids): the cost of a step does
+    not depend on the values."""
     return {"inputs": torch.randint(0, 12, (size, 900), device=device, dtype=torch.int32),
             "labels": torch.randint(2, 12, (size, 900), device=device, dtype=torch.int32),
-            "puzzle_identifiers": torch.ones(size, device=device, dtype=torch.int32)}
+            "puzzle_identifiers": torch.randint(1, ids, (size,), device=device, dtype=torch.int32)}
 
 
-def seconds_per_call(fn, calls: int, device: torch.device) -> float:
-    fn()  # warm-up: allocations, kernels, caches
+def seconds_per_call(fn, calls: int, device: torch.device, warmup: int = 1) -> float:
+    """Seconds per call of `fn` over `calls` calls, after `warmup` untimed ones (allocations,
+    kernels, compilation, caches)."""
+    for _ in range(warmup):
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
