@@ -141,3 +141,27 @@ def test_the_packages_fine_tune_recipe_applies_unless_given_explicitly(bundle, t
     assert (merged.lr, merged.mode, merged.batch_size) == (5e-4, "lora", 384)
     with pytest.raises(UserError, match="unknown key lrr"):
         with_package_defaults(given, {"lrr": 1.0})
+
+
+def test_a_compiled_model_that_fails_hands_inference_to_the_eager_one(tmp_path, caplog):
+    from trm_kaggle.kaggle.infer import predict_chunk
+
+    tasks = hidden_tasks(2)
+    build_dataset(BuildOptions(source="x", subsets=("h",), test_set="h", out=tmp_path / "d", num_aug=1,
+                               progress=False), {"h": tasks})
+    split = load_split(tmp_path / "d", "test")
+    model = TRM(ModelConfig(num_puzzle_identifiers=split.metadata.num_puzzle_identifiers, **TINY)).eval()
+
+    class BrokenCompile(torch.nn.Module):
+        config = model.config
+        initial_carry = model.initial_carry
+
+        def forward(self, *args):
+            raise RuntimeError("ptxas not found")
+
+    rows = np.arange(split.num_examples)
+    predictions, batch, runner = predict_chunk(BrokenCompile(), model, split, rows, 4, torch.device("cpu"))
+    assert runner is model and len(predictions.example_index) == len(rows)
+    assert "compiled inference failed (RuntimeError: ptxas not found): predicting eagerly" in caplog.text
+    with pytest.raises(RuntimeError):  # the eager model failing is a real failure
+        predict_chunk(BrokenCompile(), BrokenCompile(), split, rows, 4, torch.device("cpu"))

@@ -89,6 +89,19 @@ def predict_resilient(model, split: SplitArrays, examples: np.ndarray, batch: in
                        np.concatenate([p.example_index for p in parts])), batch
 
 
+def predict_chunk(runner, model, split: SplitArrays, rows: np.ndarray, batch: int, device: torch.device):
+    """predict_resilient with `runner` (the compiled model, or the model itself); if the
+    compiled one fails (a compiler that does not work on this image), the eager model takes
+    over for good: 2-3x slower, not fatal. Returns (predictions, batch size, runner)."""
+    try:
+        return (*predict_resilient(runner, split, rows, batch, device), runner)
+    except Exception as exc:
+        if runner is model or isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise
+        log.warning("compiled inference failed (%s: %s): predicting eagerly", type(exc).__name__, exc)
+        return (*predict_resilient(model, split, rows, batch, device), model)
+
+
 def save_predictions(path: Path, predictions: Predictions) -> None:
     tmp = path.with_name(f".{path.stem}.partial.npz")
     np.savez(tmp, tokens=predictions.tokens, q_halt_logits=predictions.q_halt_logits,
@@ -110,11 +123,12 @@ def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers:
         with np.load(spec.scratch / CHUNKS_FILE) as plan:
             examples, bounds = plan["examples"], plan["bounds"]
         batch = spec.options.infer_batch_size or max(1, spec.options.batch_size // len(spec.devices))
+        runner = torch.compile(model) if spec.options.compile and device.type == "cuda" else model
         while (chunk := take(chunks)) is not None:
             exit_if_orphaned()
             faults.before_infer_chunk(rank, chunk)
             rows = examples[bounds[chunk]:bounds[chunk + 1]:clock.stride("infer")]
-            predictions, batch = predict_resilient(model, split, rows, batch, device)
+            predictions, batch, runner = predict_chunk(runner, model, split, rows, batch, device)
             save_predictions(chunk_path(spec.predictions_dir, chunk), predictions)
     except BaseException:
         log.exception("inference failed")
