@@ -129,6 +129,8 @@ def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers:
             faults.before_infer_chunk(rank, chunk)
             rows = examples[bounds[chunk]:bounds[chunk + 1]:clock.stride("infer")]
             predictions, batch, runner = predict_chunk(runner, model, split, rows, batch, device)
+            if clock.virtual() and clock.now() > spec.inference_end:
+                break  # a dry run's stand-in for the supervisor stopping this worker mid-chunk
             save_predictions(chunk_path(spec.predictions_dir, chunk), predictions)
     except BaseException:
         log.exception("inference failed")

@@ -34,7 +34,7 @@ from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import add_votes
 from trm_kaggle.kaggle import clock, faults, paths, workers
-from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline, Plan, plan_lines
+from trm_kaggle.kaggle.budget import Deadline, Plan, plan_lines
 from trm_kaggle.kaggle.finetune import finetune_worker
 from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
 from trm_kaggle.kaggle.options import SubmitOptions, with_package_defaults
@@ -193,7 +193,7 @@ class SubmitRun:
         self.spec.predictions_dir.mkdir(exist_ok=True)
         self.names = load_identifiers(self.data_dir)
         votes, voted, last_write = Votes(), set(), clock.now()
-        end = self.deadline.end - VOTE_RESERVE_S
+        end = self.spec.inference_end
         while len(voted) < self.report.chunks_total and devices and clock.now() < end:
             todo = [c for c in range(self.report.chunks_total) if c not in voted
                     and not chunk_path(self.spec.predictions_dir, c).exists()]

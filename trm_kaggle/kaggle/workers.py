@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.multiprocessing as mp
 
-from trm_kaggle.kaggle.budget import Deadline
+from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline
 from trm_kaggle.kaggle.options import SubmitOptions
 
 log = logging.getLogger("trm_kaggle.submit")
@@ -40,6 +40,11 @@ class WorkerSpec:
     infer_examples: int    # how many predictions inference will make (for the plan)
     port: int = 0
     spawned_at: float = 0.0  # when the fine-tuning workers were started (to measure start-up)
+
+    @property
+    def inference_end(self) -> float:
+        """When the supervisor stops inference: the deadline less the voting reserve."""
+        return self.deadline.end - VOTE_RESERVE_S
 
     @property
     def finetuned_dir(self) -> Path:
