@@ -192,7 +192,7 @@ class SubmitRun:
         devices = [d for rank, d in enumerate(self.devices) if rank not in dead] or list(self.devices)
         self.spec.predictions_dir.mkdir(exist_ok=True)
         self.names = load_identifiers(self.data_dir)
-        votes, voted, last_write = Votes(), set(), clock.now()
+        votes, voted = Votes(), set()
         end = self.spec.inference_end
         while len(voted) < self.report.chunks_total and devices and clock.now() < end:
             todo = [c for c in range(self.report.chunks_total) if c not in voted
