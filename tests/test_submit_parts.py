@@ -75,11 +75,11 @@ MEASURED = Measured(step_s_embeddings=0.5, step_s_full=1.0, infer_s_per_example_
 
 
 def test_auto_steps_leave_inference_its_predicted_time():
-    # 10,000 examples x 16 ACT steps x 1 ms / 4 devices x 1.25 + 30 s start-up = 80 s of inference.
+    # 10 s hand-over + (30 s start-up + 10,000 examples x 16 ACT steps x 1 ms / 4 devices) x 1.25
     plan = plan_finetune(MEASURED, now=0, deadline=10_000, examples=10_000, act_steps=16, devices=4,
                          embeddings_only_fraction=0.25, steps="auto", max_steps=100_000)
-    assert plan.predicted_inference_s == pytest.approx(80)
-    assert plan.finetune_end == pytest.approx(10_000 - 80 - plan.reserve_s)
+    assert plan.predicted_inference_s == pytest.approx(10 + (30 + 40) * 1.25)
+    assert plan.finetune_end == pytest.approx(10_000 - plan.predicted_inference_s - plan.reserve_s)
     mean_step = 0.25 * 0.5 + 0.75 * 1.0
     assert plan.steps == int(plan.finetune_end / mean_step)
     assert plan.embeddings_only_steps == plan.steps // 4

@@ -1,7 +1,7 @@
 """One deadline for the whole run, and how fine-tuning is sized to leave inference its time.
 
     deadline = start + budget − margin             (the margin absorbs Kaggle's runtime noise)
-    inference ≈ worker start + examples × ACT steps × (s per example-step) / devices × 1.25
+    inference ≈ hand-over + (worker start + examples × ACT steps × s per example-step / devices) × 1.25
     fine-tuning ends at deadline − inference − a voting reserve
     steps (auto) = what fits before then at the measured step times, capped at max_steps
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from trm_kaggle.kaggle import clock
 
 INFERENCE_SAFETY = 1.25   # measured throughput is optimistic: variable grid sizes, stragglers
+HANDOVER_S = 10.0         # fine-tuning's last save and exit, inference workers' spawn
 VOTE_RESERVE_S = 5.0      # decode + vote + write, besides 5% of inference
 
 
@@ -77,7 +78,7 @@ class Plan:
 
 def predict_inference_s(measured: Measured, examples: int, act_steps: int, devices: int) -> float:
     compute = examples * act_steps * measured.infer_s_per_example_step / max(devices, 1)
-    return measured.startup_s + compute * INFERENCE_SAFETY
+    return HANDOVER_S + (measured.startup_s + compute) * INFERENCE_SAFETY
 
 
 def plan_finetune(measured: Measured, now: float, deadline: float, examples: int, act_steps: int,

@@ -68,8 +68,10 @@ def synchronize(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], None], device: torch.device) -> float:
-    """Seconds per call: one untimed call (compilation, caches), then the best of PROBES."""
-    fn()
+    """Seconds per call: the best of PROBES, after one untimed call on a GPU (compilation,
+    kernel selection, caches); a CPU has nothing to warm, and its calls are the slowest."""
+    if device.type == "cuda":
+        fn()
     best = float("inf")
     for _ in range(PROBES):
         synchronize(device)
@@ -118,8 +120,9 @@ class Finetuner:
             self.step_fn.embeddings.zero_grad()
         return run
 
-    def probe_inference(self) -> Callable[[], None]:
-        """One eval ACT step over a batch of the test split, as inference runs it."""
+    def probe_inference(self) -> tuple[Callable[[], None], int]:
+        """One eval ACT step over a batch of the test split, as inference runs it; and the
+        batch's rows."""
         test = load_split(self.spec.data_dir, "test")
         rows = min(self.infer_batch_size(), test.num_examples)
         batch = {k: v.to(self.world.device) for k, v in
@@ -129,7 +132,7 @@ class Finetuner:
         def run() -> None:
             self.model.eval()
             self.model(self.model.initial_carry(batch), batch)
-        return run
+        return run, rows
 
     def infer_batch_size(self) -> int:
         return self.options.infer_batch_size or max(1, self.options.batch_size // len(self.spec.devices))
@@ -138,11 +141,11 @@ class Finetuner:
         if clock.virtual():
             return self.predicted()
         device = self.world.device
+        startup = clock.now() - self.spec.spawned_at  # what an inference worker pays before its first chunk
         embeddings = timed(self.probe_step(False), device)
         full = timed(self.probe_step(True), device)
-        startup = clock.now() - self.spec.spawned_at
-        infer = timed(self.probe_inference(), device) / self.infer_batch_size()
-        return Measured(embeddings, full, infer, startup)
+        infer, rows = self.probe_inference()
+        return Measured(embeddings, full, timed(infer, device) / rows, startup)
 
     def check_compile(self) -> None:
         """One compiled step on every rank; if it fails on any (a compiler that does not work
