@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from trm_kaggle import wheels as wheels_module
+from trm_kaggle.checkpoint import sha256_file
 from trm_kaggle.cli.package import main
 from trm_kaggle.errors import UserError
 from trm_kaggle.wheels import PLATFORMS, SPEC_DIR, collect_wheels, lock_path, read_lock, spec_lines
@@ -127,10 +128,10 @@ def test_the_lock_is_written_then_pins_the_download(tiny_index, tmp_path):
     assert first.new_lock is not None and not first.lock.exists()  # written only when the bundle is done
     first.save_lock()
     [entry] = read_lock(lock_path("3.11"))
-    assert entry.requirement == "tinypkg==2.0" and entry.sha256 == wheels_module.sha256(tiny_index / entry.wheel)
+    assert entry.requirement == "tinypkg==2.0" and entry.sha256 == sha256_file(tiny_index / entry.wheel)
     # Pin 1.0 (as a lock written earlier would): the download follows the lock, not the newest.
     one = tiny_index / "tinypkg-1.0-py3-none-any.whl"
-    lock_path("3.11").write_text(f"tinypkg==1.0  # {one.name} sha256:{wheels_module.sha256(one)}\n")
+    lock_path("3.11").write_text(f"tinypkg==1.0  # {one.name} sha256:{sha256_file(one)}\n")
     pinned = collect_wheels("3.11", tmp_path / "b", progress=False)
     assert bundled(tmp_path / "b") == [one.name] and pinned.new_lock is None
     assert pinned.describe().endswith("followed")

@@ -14,7 +14,6 @@ When every locked wheel is in the cache, the download runs with --no-index (offl
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from trm_kaggle.checkpoint import sha256_file
 from trm_kaggle.errors import UserError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -90,14 +90,6 @@ def wheel_name_version(wheel: str) -> tuple[str, str]:
     return canonical(name), version
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def lock_path(python: str) -> Path:
     return LOCK_DIR / f"lock-py{python.replace('.', '')}.txt"
 
@@ -128,7 +120,7 @@ def lock_entries(wheels: list[Path], built_here: set[str]) -> list[Locked]:
     entries = []
     for wheel in sorted(wheels, key=lambda w: wheel_name_version(w.name)):
         name, version = wheel_name_version(wheel.name)
-        entries.append(Locked(f"{name}=={version}", wheel.name, None if name in built_here else sha256(wheel)))
+        entries.append(Locked(f"{name}=={version}", wheel.name, None if name in built_here else sha256_file(wheel)))
     return entries
 
 
