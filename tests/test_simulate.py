@@ -89,7 +89,7 @@ def dry(evaluation, tmp_path, **changes):
     prediction = predict(L4, Workload.hidden_from(evaluation), settings)
     options = DryRunOptions(tasks=3, real_steps=40, real_predictions=60, **changes)
     lines, report = dry_run(prediction, paper_config(), evaluation, tmp_path / "dry", options)
-    tasks = load_challenges(tmp_path / "dry" / "challenges.json")
+    tasks = load_challenges(tmp_path / "dry" / "dry-run_challenges.json")
     assert_complete(tmp_path / "dry" / "submission.json", tasks)
     assert sum(report.phases.values()) <= report.deadline - report.start  # on time, whatever happened
     return lines, report

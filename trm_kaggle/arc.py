@@ -134,6 +134,20 @@ class Task(_Frozen):
 _SOLUTIONS = TypeAdapter(list[Grid])
 
 
+def write_kaggle_files(tasks: Sequence[Task], directory: Path, prefix: str) -> tuple[Path, Path | None]:
+    """Tasks as Kaggle ships them: `{prefix}_challenges.json` with test inputs only and, when
+    every task has its test outputs, `{prefix}_solutions.json` with them (else None)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    challenges = directory / f"{prefix}_challenges.json"
+    hidden = {t.id: t.to_json() | {"test": [{"input": p.input.tolist()} for p in t.test]} for t in tasks}
+    challenges.write_text(json.dumps(hidden))
+    if not all(t.has_solutions for t in tasks):
+        return challenges, None
+    solutions = directory / f"{prefix}_solutions.json"
+    solutions.write_text(json.dumps({t.id: [p.output.tolist() for p in t.test] for t in tasks}))
+    return challenges, solutions
+
+
 def _loc_text(loc: Sequence[Any]) -> str:
     """('train', 0, 'input') -> ' train[0].input'; the task itself -> ''."""
     text = ""

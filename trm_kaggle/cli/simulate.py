@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from trm_kaggle.cli.common import run_cli
+from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION as MODES
 
 PROG = "trm-simulate"
-MODES = {"full": 0.0, "emb_only": 1.0, "emb_first_quarter": 0.25, "emb_first_half": 0.5, "lora": 0.0}
 
 
 def parser() -> argparse.ArgumentParser:
