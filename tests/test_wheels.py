@@ -65,6 +65,7 @@ def test_package_builds_a_bundle_that_installs_offline_and_runs(python, tmp_path
     assert code == 0, out.err
     assert f"checkpoint {RUNS / 'step_72385'}" in out.err
     assert f"lock wheels/lock-py{python.replace('.', '')}.txt" in out.out
+    assert f"wheels for Python {python}: the " in out.out and "docker_image_pinning_type original" in out.out
     wheels = sorted(p.name for p in (tmp_path / "X" / "wheels").iterdir())
     assert all(w.endswith(".whl") for w in wheels)
     assert any(w.startswith("antlr4_python3_runtime-4.9") for w in wheels)
@@ -180,3 +181,21 @@ def test_bad_requests_are_one_line_and_write_nothing(argv, message, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_own_wheel_never_ships_a_module_left_in_build(tmp_path):
+    """setuptools builds through build/lib: a stale module there used to ship in the bundle."""
+    stale = ROOT / "build" / "lib" / "trm_kaggle" / "stale_module_from_an_old_build.py"
+    existed = (ROOT / "build").exists()
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("raise ImportError('an old build')\n")
+    try:
+        wheel = wheels_module.build_own_wheel(tmp_path)
+    finally:
+        stale.unlink()
+        if not existed:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "trm_kaggle/model.py" in names and "trm_kaggle/kaggle/submit.py" in names
+    assert not any("stale_module" in n for n in names)
+    assert not any("__pycache__" in n for n in names)

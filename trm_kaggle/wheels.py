@@ -36,6 +36,17 @@ PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x8
 EXCLUDED = ("torch", "triton", "nvidia")  # the Kaggle image has them
 DEFAULT_VERIFY_TORCH = "torch==2.13.0"
 PYTHON = re.compile(r"3\.(1[1-9]|[2-9][0-9])")  # trm-kaggle requires Python >= 3.11
+# Which Kaggle GPU images run which Python (KAGGLE.md): the bundle's wheels must match the
+# image the notebook runs on, so the notebook keeps the image it was created on.
+KAGGLE_IMAGES = {"3.11": "the ARC Prize 2025 image (Python 3.11, torch 2.6)",
+                 "3.12": "the images since December 2025 (Python 3.12, torch 2.8 and later)"}
+
+
+def kaggle_image_note(python: str) -> str:
+    """Which Kaggle image a bundle built for `python` targets, and how to stay on it."""
+    image = KAGGLE_IMAGES.get(python, f"a Kaggle image with Python {python}")
+    return (f"wheels for Python {python}: {image}; create the notebook on that image and keep it pinned "
+            "(kernel-metadata.json: docker_image_pinning_type original)")
 
 
 def pip(*args: str, python: str = sys.executable, bar: tqdm | None = None) -> str:
@@ -227,14 +238,26 @@ def download(python: str, cache: Path, out: Path, pin_args: list[str], lock: Pat
             shutil.copy2(wheel, cache / wheel.name)
 
 
-def build_own_wheel(out: Path) -> None:
-    own = Path(tempfile.mkdtemp(prefix="trm-wheel-"))
+OWN_SOURCES = ("pyproject.toml", "README.md", "trm_kaggle")  # what trm-kaggle's wheel is built from
+
+
+def build_own_wheel(out: Path) -> Path:
+    """trm-kaggle's wheel, built from a clean copy of its sources: setuptools builds through
+    `build/lib`, so a build in the checkout would ship any module left there from before."""
+    work = Path(tempfile.mkdtemp(prefix="trm-wheel-"))
     try:
-        pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(own), str(PROJECT))
-        for wheel in own.glob("*.whl"):
-            shutil.copy2(wheel, out / wheel.name)
+        source = work / "src"
+        source.mkdir()
+        for name in OWN_SOURCES:
+            if (PROJECT / name).is_dir():
+                shutil.copytree(PROJECT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(PROJECT / name, source / name)
+        pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "wheel"), str(source))
+        (wheel,) = (work / "wheel").glob("*.whl")
+        return Path(shutil.copy2(wheel, out / wheel.name))
     finally:
-        shutil.rmtree(own, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- --verify

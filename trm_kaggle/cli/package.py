@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                               update_lock=args.update_lock, verify_torch=args.verify_torch,
                               progress=not args.quiet)
         print(bundle.summary())
+        if not args.no_wheels:
+            from trm_kaggle.wheels import kaggle_image_note
+
+            print(f"{PROG}: {kaggle_image_note(args.python)}")
         if args.upload:
             print(f"{PROG}: uploaded: {upload_bundle(args.out, args.message)}")
 
