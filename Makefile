@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 DEMO_DIR ?= runs/demo
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+.PHONY: test test-compat demo bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,22 @@ test: $(INSTALLED)
 # build -> pretrain -> package -> submit -> simulate -> score, all under $(DEMO_DIR)
 demo: $(INSTALLED)
 	$(BIN)/python -m trm_kaggle.demo --out $(DEMO_DIR)
+
+# The code on an older torch, as Kaggle images ship it: `make test-compat TORCH=2.6.0` makes
+# .venv-torch2.6.0 with that torch from the registry (a CUDA build of several GB; it runs on
+# the CPU) and runs the tests of the model, training, checkpoints, optimizers and trm-submit.
+# PIP_CONSTRAINT= lifts any machine-wide pip cap for that install. Not part of CI (the download).
+TORCH ?= 2.6.0
+NUMPY ?=
+COMPAT_VENV := .venv-torch$(TORCH)$(if $(NUMPY),-numpy$(NUMPY))
+COMPAT_TESTS ?= tests/test_model.py tests/test_train.py tests/test_checkpoint.py tests/test_optim.py \
+	tests/test_submit.py tests/test_submit_parts.py
+test-compat:
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	PIP_CONSTRAINT= $(COMPAT_VENV)/bin/pip install -q "torch==$(TORCH)" $(if $(NUMPY),"numpy==$(NUMPY)")
+	PIP_CONSTRAINT= $(COMPAT_VENV)/bin/pip install -q -e '.[dev]' "torch==$(TORCH)" $(if $(NUMPY),"numpy==$(NUMPY)")
+	$(COMPAT_VENV)/bin/python -c "import sys, torch, numpy; print('compat: python', sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__)"
+	$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/build_data.py

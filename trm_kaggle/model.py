@@ -58,8 +58,9 @@ class TRM(nn.Module):
             self.embed_pos = Embedding(positions, hidden, 1 / self.embed_scale, self.dtype)
         self.L_level = ReasoningModule([Block(hidden, config.num_heads, config.expansion, config.rms_norm_eps)
                                         for _ in range(config.L_layers)])
-        self.H_init = nn.Buffer(trunc_normal_(torch.empty(hidden), 1.0).to(self.dtype))
-        self.L_init = nn.Buffer(trunc_normal_(torch.empty(hidden), 1.0).to(self.dtype))
+        # register_buffer rather than nn.Buffer (torch >= 2.5): the floor is torch 2.4.
+        self.register_buffer("H_init", trunc_normal_(torch.empty(hidden), 1.0).to(self.dtype))
+        self.register_buffer("L_init", trunc_normal_(torch.empty(hidden), 1.0).to(self.dtype))
         with torch.no_grad():  # halting starts almost off: q_halt ≈ −5
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
