@@ -10,7 +10,7 @@ import torch
 
 from trm_kaggle import checkpoint as ckpt_module
 from trm_kaggle.checkpoint import load_checkpoint, save_checkpoint
-from trm_kaggle.errors import UserError
+from trm_kaggle.errors import NonFiniteError, UserError
 
 from conftest import FIXTURES
 
@@ -117,3 +117,25 @@ def test_missing_pieces_are_named(original_copy, tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(UserError, match="meta.json: no such file"):
         load_checkpoint(tmp_path / "empty_dir")
+
+
+@pytest.mark.parametrize("tensor", ["puzzle_emb.weights", "lm_head.weight"])
+def test_a_nonfinite_tensor_is_never_saved_and_never_loaded(tensor, original_copy, tmp_path):
+    source = load_checkpoint(ORIGINAL / "step_72385")
+    model = source.build_model()
+    save_checkpoint(tmp_path / "run" / "step_1", model, source.identifiers, step=1)
+    with torch.no_grad():
+        model.state_dict()[tensor][1, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=rf"step_2/model.pt: {tensor} holds NaN or inf"):
+        save_checkpoint(tmp_path / "run" / "step_2", model, source.identifiers, step=2)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_1"]  # the newest stays finite
+    with pytest.raises(NonFiniteError, match=r"train_state.pt: ema.0 holds NaN"):
+        save_checkpoint(tmp_path / "run" / "step_3", source.build_model(), source.identifiers, step=3,
+                        train_state={"ema": [torch.tensor([float("inf")])]})
+    # Written by something else (the original code, an older trm-kaggle): refused on load.
+    state = torch.load(original_copy, weights_only=True)
+    key = next(k for k in state if k.endswith(tensor))
+    state[key][0, 0] = float("inf")
+    torch.save(state, original_copy)
+    with pytest.raises(NonFiniteError, match=rf"step_72385: {tensor} holds NaN or inf"):
+        load_checkpoint(original_copy)

@@ -204,3 +204,17 @@ def test_evaluation_during_training_logs_pass_at_k(data, tmp_path):
     evals = [r for r in records if "pass@1" in r]
     assert len(evals) == 1 and 0 <= evals[0]["pass@1"] <= 1 and "kaggle_pass@2" in evals[0]
     assert (tmp_path / "run" / f"step_{evals[0]['step']}").is_dir()
+
+
+def test_a_divergent_run_stops_with_exit_2_and_its_newest_checkpoint_stays_finite(data, tmp_path, capsys):
+    """lr 1e20: the first non-finite step ends the run before it is applied; nothing after the
+    last finite step is saved, and that checkpoint is what resume and init_from take."""
+    code = main(["preset=cpu_tiny", f"data_path={data}", f"run_dir={tmp_path / 'run'}", "lr=1e20",
+                 "puzzle_emb_lr=1e20", "lr_warmup_steps=1", "max_steps=50", "checkpoint_every_steps=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not finite, the run diverged" in err and "Traceback" not in err
+    assert "nothing saved: the newest checkpoint is" in err
+    saved = sorted((tmp_path / "run").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    assert saved, "the run diverged before its first step"
+    assert str(saved[-1]) in err
+    assert all(torch.isfinite(t).all() for t in load_checkpoint(saved[-1]).state_dict.values())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from trm_kaggle.config import ModelConfig
+from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.model import TRM
 from trm_kaggle.optim import EMA
 from trm_kaggle.train import Schedule, TrainStep
@@ -47,3 +49,60 @@ def test_the_ema_follows_trunk_steps():
     with ema.swapped_in() as averaged:
         torch.testing.assert_close(averaged.lm_head.weight.detach(), (start + live) / 2)
     assert torch.equal(model.lm_head.weight, live)
+
+
+def run_steps(micro_batches: int, steps: int = 3, oom_above: int | None = None) -> tuple[TRM, TrainStep]:
+    model = tiny_model()
+    step = TrainStep(model, Schedule(warmup_steps=1), global_batch_size=4, ema=EMA(model, 0.9), seed=3,
+                     micro_batches=micro_batches)
+    if oom_above is not None:
+        def before_forward(rows: int) -> None:
+            if rows > oom_above:
+                raise torch.cuda.OutOfMemoryError(f"a test's CUDA OOM for {rows} rows")
+        step.before_forward = before_forward
+    for i in range(steps):
+        step(batch(), train_trunk=i > 0)  # an embeddings-only step, then full ones
+    return model, step
+
+
+def assert_same_training(a: tuple[TRM, TrainStep], b: tuple[TRM, TrainStep]) -> None:
+    for (name, x), y in zip(a[0].state_dict().items(), b[0].state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+    for name in ("z_H", "z_L", "steps", "halted"):
+        torch.testing.assert_close(getattr(a[1].carry, name), getattr(b[1].carry, name), rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(a[1].carry.data[k], b[1].carry.data[k]) for k in a[1].carry.data)
+
+
+def test_k_micro_batches_give_the_update_and_carry_of_one_batch():
+    one = run_steps(micro_batches=1)
+    assert_same_training(one, run_steps(micro_batches=2))
+    assert_same_training(one, run_steps(micro_batches=4))
+    moved = tiny_model()
+    assert not torch.allclose(one[0].lm_head.weight, moved.lm_head.weight)  # the steps did move it
+
+
+def test_a_cuda_oom_splits_the_step_into_micro_batches_and_keeps_the_update(caplog):
+    one = run_steps(micro_batches=1)
+    split = run_steps(micro_batches=1, oom_above=1)  # only single rows fit
+    assert split[1].micro_batches == 4
+    assert "CUDA out of memory in a training step of 4 rows: now 2 micro-batches" in caplog.text
+    assert_same_training(one, split)
+
+
+def test_an_oom_at_one_row_per_micro_batch_is_raised():
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        run_steps(micro_batches=1, oom_above=0)
+
+
+def test_a_diverging_step_stops_before_it_touches_the_weights():
+    """A learning rate of 1e20 makes the loss non-finite within a few steps: the step that
+    sees it raises, and the weights and table stay as the last finite step left them."""
+    model = tiny_model()
+    step = TrainStep(model, Schedule(lr=1e20, puzzle_emb_lr=1e20, warmup_steps=1), global_batch_size=4)
+    with pytest.raises(NonFiniteError, match=r"step \d+: loss .* not finite, the run diverged"):
+        for _ in range(20):
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            step(batch())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert step.trunk.param_groups and all(p.grad is None for p in model.parameters())

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from trm_kaggle.config import ModelConfig, model_config_from_original
-from trm_kaggle.errors import UserError
+from trm_kaggle.errors import NonFiniteError, UserError
 from trm_kaggle.model import TRM
 
 FORMAT = "trm-kaggle-checkpoint/1"
@@ -74,6 +74,28 @@ def torch_load(path: Path) -> Any:
     except Exception as exc:  # torch raises many kinds for a damaged file
         reason = " ".join(str(exc).split())[:200]
         raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason}") from None
+
+
+def nonfinite_tensor(obj: Any, name: str = "") -> str | None:
+    """The name (dotted path) of the first floating-point tensor in `obj` (a tensor, or dicts
+    and lists of them) holding NaN or inf; None when every one is finite."""
+    if isinstance(obj, torch.Tensor):
+        return name if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = nonfinite_tensor(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def check_finite(obj: Any, source: Path | str) -> None:
+    """Refuse a checkpoint (being read or written) with NaN or inf in it, naming the tensor.
+    Raises NonFiniteError."""
+    name = nonfinite_tensor(obj)
+    if name is not None:
+        raise NonFiniteError(f"{source}: {name} holds NaN or inf values: a diverged run's weights "
+                             "(use an earlier checkpoint)")
 
 
 def read_json_file(path: Path) -> Any:
@@ -128,6 +150,7 @@ def load_original(path: Path) -> Checkpoint:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path}: not a state_dict of tensors")
     state = strip_original_prefixes(state)
+    check_finite(state, path)
     table = state.get("puzzle_emb.weights")
     if table is None:
         raise UserError(f"{path}: weights do not fit the architecture: missing puzzle_emb.weights")
@@ -157,7 +180,9 @@ def load_ours(directory: Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{directory / CONFIG_FILE}: no valid model config: {' '.join(str(exc).split())[:200]}") from None
     state = torch_load(directory / MODEL_FILE)
+    check_finite(state, directory / MODEL_FILE)
     stats = torch_load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
+    check_finite(stats, directory / STATS_FILE)
     identifiers = read_json_file(directory / IDS_FILE) if stats is None or (directory / IDS_FILE).is_file() else None
     return Checkpoint(model_config, state, identifiers, directory,
                       original_format=False, extra_config={k: v for k, v in config.items() if k != "model"},
@@ -265,6 +290,9 @@ def save_state(directory: str | Path, config: ModelConfig, state_dict: dict[str,
     (name -> object) are torch.save'd, `extra_files` (name -> bytes, e.g. config.yaml)
     written as they are; all are hashed in meta.json, with `meta`'s fields."""
     directory = Path(directory)
+    check_finite(state_dict, directory / MODEL_FILE)  # a diverged run's weights never become the newest
+    for name, obj in (torch_files or {}).items():
+        check_finite(obj, directory / name)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

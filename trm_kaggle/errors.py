@@ -13,3 +13,8 @@ class UserError(Exception):
     def __init__(self, message: str):
         # One line, always: a multi-line message would read like a traceback.
         super().__init__(" ".join(str(message).split()))
+
+
+class NonFiniteError(UserError):
+    """NaN or inf where a number must be finite: a training step's loss or gradient norm (a
+    divergent run), or a checkpoint's tensor. Never trained on, saved or loaded."""

@@ -60,7 +60,7 @@ class PuzzleEmbedding(nn.Module):
     def __init__(self, num: int, dim: int, dtype: torch.dtype):
         super().__init__()
         self.dtype = dtype
-        self.weights = nn.Buffer(torch.zeros(num, dim))  # zero init, as the original
+        self.register_buffer("weights", torch.zeros(num, dim))  # zero init, as the original
         self.local_weights: torch.Tensor | None = None
         self.local_ids: torch.Tensor | None = None
 
@@ -71,6 +71,23 @@ class PuzzleEmbedding(nn.Module):
         self.local_ids = ids.long()
         self.local_weights = rows.detach().requires_grad_(True)
         return self.local_weights.to(self.dtype)
+
+    def take_local_gradients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """(ids, rows, their gradients) of the last training forward, for a micro-batch."""
+        if self.local_weights is None or self.local_ids is None:
+            return None
+        return self.local_ids, self.local_weights.detach(), self.local_weights.grad
+
+    def set_local_gradients(self, parts: list) -> None:
+        """The micro-batches' rows and gradients as if one forward pass had used them all
+        (what `optim.SignSGDEmbedding.step` reads)."""
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            return
+        self.local_ids = torch.cat([ids for ids, _, _ in parts])
+        self.local_weights = torch.cat([rows for _, rows, _ in parts]).requires_grad_(True)
+        if all(grad is not None for _, _, grad in parts):
+            self.local_weights.grad = torch.cat([grad for _, _, grad in parts])
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -87,8 +104,8 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         freqs = torch.outer(torch.arange(positions, dtype=torch.float32), inv_freq)
         angles = torch.cat([freqs, freqs], dim=-1)
-        self.cos_cached = nn.Buffer(angles.cos(), persistent=False)
-        self.sin_cached = nn.Buffer(angles.sin(), persistent=False)
+        self.register_buffer("cos_cached", angles.cos(), persistent=False)
+        self.register_buffer("sin_cached", angles.sin(), persistent=False)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

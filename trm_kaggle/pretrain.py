@@ -25,7 +25,7 @@ from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, load_we
 from trm_kaggle.config import PretrainConfig
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler
-from trm_kaggle.errors import UserError
+from trm_kaggle.errors import NonFiniteError, UserError
 from trm_kaggle.evaluate import load_tasks, select_examples, vote
 from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.model import TRM
@@ -136,7 +136,7 @@ class PretrainRun:
             while self.step_fn.step < self.stop_step:
                 epoch_before = int(self.sampler.epoch_progress)
                 batch = {k: v.to(self.world.device, non_blocking=True) for k, v in self.sampler.next_batch().items()}
-                metrics = self.step_fn(batch)
+                metrics = self.train_step(batch)
                 saved, window_steps = None, window_steps + 1
                 sums = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}
                 if self.step_fn.step % self.config.log_every_steps == 0 or self.step_fn.step == self.stop_step:
@@ -155,6 +155,16 @@ class PretrainRun:
             return saved or self.save()
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One training step; a non-finite loss or gradient ends the run, saving nothing, so
+        the newest checkpoint stays the last finite one (resume, init_from, trm-package)."""
+        try:
+            return self.step_fn(batch)
+        except NonFiniteError as exc:
+            newest = latest_checkpoint(self.run_dir)
+            raise NonFiniteError(f"{exc}; nothing saved: the newest checkpoint is "
+                                 f"{newest if newest else 'none'}") from None
 
     def request_stop(self, *_: Any) -> None:
         self.stop_requested = True
@@ -275,6 +285,9 @@ def git_commit() -> str | None:
 def run_pretraining(config: PretrainConfig) -> Path | None:
     world = distributed.setup()
     try:
-        return PretrainRun(config, world).train()
-    finally:
-        distributed.teardown()
+        last = PretrainRun(config, world).train()
+    except BaseException:
+        distributed.teardown(wait_for_peers=False)
+        raise
+    distributed.teardown()
+    return last

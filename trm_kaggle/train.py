@@ -11,18 +11,22 @@ from each rank's RNG, so a run gives the same weights on any number of ranks.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
+from trm_kaggle import distributed
 from trm_kaggle.config import ModelConfig
+from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.losses import act_loss
 from trm_kaggle.model import TRM, Batch, Carry
 from trm_kaggle.optim import EMA, AdamATan2, SignSGDEmbedding, set_lr
 
 CARRY_FIELDS = ("z_H", "z_L", "steps", "halted")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class TrainStep:
     forward: Callable | None = None  # e.g. torch.compile(model); default the model itself
     step: int = 0
     carry: Carry | None = None
+    micro_batches: int = 1  # pieces each rank's batch runs in, gradients accumulated (more after a CUDA OOM)
+    before_forward: Callable[[int], None] | None = None  # called with each piece's rows (fault injection)
     trunk: AdamATan2 = field(init=False)
     embeddings: SignSGDEmbedding = field(init=False)
 
@@ -73,12 +79,11 @@ class TrainStep:
         rows = batch["inputs"].shape[0]
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
-        forward = self.model if self.forward is None else self.forward
-        self.carry, out = forward(self.carry, batch, self.halting_noise(rows, batch["inputs"].device))
-        loss, metrics = act_loss(out["logits"], out["q_halt_logits"], self.carry.data["labels"],
-                                 self.carry.halted, self.carry.steps)
-        (loss / self.global_batch_size).backward()
+        self.carry, loss, metrics = self.forward_backward(self.carry, batch,
+                                                          self.halting_noise(rows, batch["inputs"].device))
         all_reduce_gradients(self.model)
+        grad_norm = trunk_grad_norm(self.model)
+        self.check_finite(loss, grad_norm)
         self.step += 1
         s = self.schedule
         optimizers = [self.trunk, self.embeddings] if train_trunk else [self.embeddings]
@@ -91,7 +96,69 @@ class TrainStep:
         self.embeddings.zero_grad()
         if self.ema is not None and train_trunk:
             self.ema.update()
-        return {k: float(v) for k, v in metrics.items()} | {"lr": lrs[0]}
+        return {k: float(v) for k, v in metrics.items()} | {"lr": lrs[0], "grad_norm": float(grad_norm)}
+
+    def forward_backward(self, carry: Carry, batch: Batch, noise: torch.Tensor | None = None
+                         ) -> tuple[Carry, torch.Tensor, dict[str, torch.Tensor]]:
+        """One ACT step's forward and backward over this rank's rows: the new carry, the loss
+        (summed over rows, detached) and the metric sums. Gradients accumulate in `.grad`
+        (the loss is divided by the global batch size).
+
+        On a CUDA out-of-memory error the gradients so far are dropped and the rows run again
+        in twice as many micro-batches, until they fit or each holds one row (then the error
+        is raised). Every op is row-wise, so k micro-batches give the update of one batch
+        (up to float summation order) and the same carry; the count is kept for later steps."""
+        rows = batch["inputs"].shape[0]
+        while True:
+            try:
+                return self.accumulate(carry, batch, noise, min(self.micro_batches, rows))
+            except torch.cuda.OutOfMemoryError:
+                self.model.zero_grad(set_to_none=True)
+                self.embeddings.zero_grad()
+                if self.micro_batches >= rows:
+                    raise
+                self.micro_batches = min(rows, 2 * self.micro_batches)
+                log.warning("CUDA out of memory in a training step of %d rows: now %d micro-batches of ~%d rows",
+                            rows, self.micro_batches, -(-rows // self.micro_batches))
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    def accumulate(self, carry: Carry, batch: Batch, noise: torch.Tensor | None, pieces: int
+                   ) -> tuple[Carry, torch.Tensor, dict[str, torch.Tensor]]:
+        """forward_backward in `pieces` row ranges; the puzzle rows' gradients of every piece
+        are handed to the embedding optimizer together, as one batch would."""
+        forward = self.model if self.forward is None else self.forward
+        bounds = torch.linspace(0, batch["inputs"].shape[0], pieces + 1).round().long().tolist()
+        carries, losses, sums, emb_parts = [], [], {}, []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            part = slice(start, end)
+            if self.before_forward is not None:
+                self.before_forward(end - start)
+            sub = carry if pieces == 1 else carry_rows(carry, part)
+            new, out = forward(sub, batch if pieces == 1 else {k: v[part] for k, v in batch.items()},
+                               None if noise is None else noise[part])
+            loss, metrics = act_loss(out["logits"], out["q_halt_logits"], new.data["labels"], new.halted, new.steps)
+            (loss / self.global_batch_size).backward()
+            carries.append(new)
+            losses.append(loss.detach())
+            sums = {k: sums.get(k, 0) + v for k, v in metrics.items()}
+            emb_parts.append(self.model.puzzle_emb.take_local_gradients())
+        if pieces > 1:
+            self.model.puzzle_emb.set_local_gradients(emb_parts)
+        return (carries[0] if pieces == 1 else concat_carries(carries)), sum(losses), sums
+
+    def check_finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """Stop before an update that would put NaN or inf into the weights: every rank stops
+        together (a rank that stopped alone would leave its peers waiting in a collective),
+        with the gradients cleared and the weights as the previous step left them.
+        Raises NonFiniteError."""
+        bad = not bool((torch.isfinite(loss) & torch.isfinite(grad_norm)).item())
+        if distributed.any_rank(bad, loss.device):
+            self.trunk.zero_grad(set_to_none=True)
+            self.embeddings.zero_grad()
+            raise NonFiniteError(f"step {self.step + 1}: loss {loss.item():.4g}, trunk gradient norm "
+                                 f"{grad_norm.item():.4g} (on rank {self.rank}): not finite, the run diverged "
+                                 "(lower the learning rate); the step was not applied")
 
     # ------------------------------------------------------------------------ resume
 
@@ -127,6 +194,16 @@ class TrainStep:
         self.carry = Carry(**fields, data=data)
 
 
+def carry_rows(carry: Carry, rows: slice) -> Carry:
+    return Carry(**{name: getattr(carry, name)[rows] for name in CARRY_FIELDS},
+                 data={k: v[rows] for k, v in carry.data.items()})
+
+
+def concat_carries(carries: list[Carry]) -> Carry:
+    return Carry(**{name: torch.cat([getattr(c, name) for c in carries]) for name in CARRY_FIELDS},
+                 data={k: torch.cat([c.data[k] for c in carries]) for k in carries[0].data})
+
+
 def all_reduce_gradients(model: TRM) -> None:
     """Sum the trunk's gradients over ranks (the loss is already divided by the global batch)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -134,6 +211,16 @@ def all_reduce_gradients(model: TRM) -> None:
     for p in model.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad)
+
+
+def trunk_grad_norm(model: TRM) -> torch.Tensor:
+    """The L2 norm of every trunk gradient together (a 0-dim float32 tensor; 0 when the trunk
+    is frozen). The puzzle table is a buffer and has no `.grad`; its rows' gradients are
+    covered by the loss check."""
+    norms = [torch.linalg.vector_norm(p.grad.float()) for p in model.parameters() if p.grad is not None]
+    if not norms:
+        return torch.zeros((), device=model.H_init.device)
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def flops_per_example(config: ModelConfig) -> tuple[float, float]:
