@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from trm_kaggle.cli.submit import main as submit_main
@@ -82,10 +85,47 @@ def test_a_dying_inference_worker_leaves_its_chunks_to_the_others(bundle, four_t
 
 
 def test_an_exception_in_fine_tuning_infers_with_the_packaged_model(bundle, four_tasks, tmp_path, capfd):
-    report, _ = run(bundle, four_tasks, tmp_path, faults="finetune_error:step=2")
+    # No periodic save before the fault (a slow step on a busy machine used to save at step 1).
+    report, _ = run(bundle, four_tasks, tmp_path, faults="finetune_error:step=2", progress_every_s=3600)
     assert any("fine-tuning: worker(s) [0] exited with code(s) [1]" in e for e in report.events)
     assert report.steps_done is None and report.chunks_done == report.chunks_total
     assert "no fine-tuned weights: inference with the packaged model" in capfd.readouterr().err
+    assert report.failures() == ["fine-tuning produced no weights (the packaged model predicted)"]
+    assert report.lines()[0].startswith("trm-submit: FAILED: fine-tuning produced no weights")
+
+
+def test_a_diverging_fine_tune_stops_and_predicts_with_finite_weights(bundle, four_tasks, tmp_path, capfd):
+    """lr 1e20: the first non-finite step ends fine-tuning; nothing non-finite is saved or voted."""
+    report, _ = run(bundle, four_tasks, tmp_path, lr=1e20, puzzle_emb_lr=1e20, warmup_steps=0, steps=50,
+                    progress_every_s=3600)
+    stopped = [e for e in report.events if e.startswith("fine-tuning stopped early: step ")]
+    assert stopped and "not finite, the run diverged" in stopped[0]
+    assert stopped[0].endswith("inference uses the packaged model")
+    assert report.steps_done is None and report.chunks_done == report.chunks_total and report.answered > 0
+    assert "fine-tuning produced no weights (the packaged model predicted)" in report.failures()
+
+
+def test_cuda_oom_in_fine_tuning_splits_the_batch_and_goes_on(bundle, four_tasks, tmp_path, capfd):
+    report, _ = run(bundle, four_tasks, tmp_path, faults="finetune_oom:times=2,above=2")
+    assert report.steps_done == 6 and report.failures() == []
+    assert any("each step ran in 4 micro-batches per device" in e for e in report.events)
+    assert "CUDA out of memory in a training step of 8 rows: now 2 micro-batches" in capfd.readouterr().err
+
+
+def test_a_run_that_predicts_nothing_exits_2_and_says_why(bundle, four_tasks, tmp_path, capsys, caplog,
+                                                          monkeypatch):
+    """As with torch 2.4 before the fix: every inference worker dies. The file is valid, the
+    run is a failure."""
+    tasks, challenges = four_tasks
+    monkeypatch.setenv("TRM_KAGGLE_FAULTS", "infer_crash")  # every worker, at its first chunk
+    code = submit_main(["--model", str(bundle), "--challenges", str(challenges), "--out", str(tmp_path / "s.json"),
+                        "--scratch", str(tmp_path / "scratch"), "--device", "cpu", "--gpus", "2", "--steps", "2",
+                        "--batch-size", "8", "--num-aug", "2", "--budget-hours", "0.05"])
+    assert code == 2
+    assert_complete(tmp_path / "s.json", tasks)
+    err = capsys.readouterr().err
+    assert "no inference worker is left" in caplog.text
+    assert "trm-submit: FAILED: inference produced no predictions: all" in err.strip().splitlines()[-1]
 
 
 def test_late_fine_tuning_stops_at_its_end_time(bundle, four_tasks, tmp_path):
@@ -109,16 +149,15 @@ def test_an_exception_while_voting_leaves_the_last_written_submission(bundle, fo
     assert report.writes == 1  # the fallback, and it is what stands
 
 
-def test_a_bundle_for_another_python_stops_early_with_the_fallback_written(bundle, four_tasks, tmp_path):
+def test_a_bundle_for_another_python_runs_and_warns(bundle, four_tasks, tmp_path):
+    """trm_kaggle imports, so the model answers (refusing it used to give fallbacks only)."""
     wrong = tmp_path / "bundle"
     (wrong / "wheels").mkdir(parents=True)
     (wrong / "wheels" / "numpy-2.0.0-cp39-cp39-manylinux_2_17_x86_64.whl").write_bytes(b"")
     os.symlink(bundle / "model", wrong / "model")
-    tasks, challenges = four_tasks
-    code = submit_main(["--model", str(wrong), "--challenges", str(challenges), "--out", str(tmp_path / "s.json"),
-                        "--scratch", str(tmp_path / "scratch"), "--device", "cpu"])
-    assert code == 2
-    assert_complete(tmp_path / "s.json", tasks)
+    report, _ = run(wrong, four_tasks, tmp_path, steps=2)
+    assert any("wheels built for cp39" in e and "the run goes on" in e for e in report.events)
+    assert report.failures() == [] and report.answered > 0  # the model answers (an untrained one, not all)
 
 
 def test_unreadable_challenges_are_one_line_and_write_nothing(tmp_path, capsys):
@@ -147,33 +186,65 @@ def test_cli_on_16_real_tasks_ends_within_its_3_minute_budget(bundle, sixteen_ta
     """The issue's command: --budget-hours 0.05 --num-aug 8 --device cpu, steps auto."""
     tasks, challenges, solutions = sixteen_tasks
     out = tmp_path / "submission.json"
-    start = time.time()
     process = cli(["--model", str(bundle), "--challenges", str(challenges), "--out", str(out), "--budget-hours",
                    "0.05", "--num-aug", "8", "--device", "cpu", "--batch-size", "32", "--scratch", str(tmp_path / "s")])
     log, _ = process.communicate(timeout=400)
-    elapsed = time.time() - start
     assert process.returncode == 0, log
-    assert elapsed < 180, log
+    # The run's own account of its budget, not the test's stopwatch (which also counts the
+    # interpreter's start on a machine whose other core may be busy).
+    total, deadline = map(float, re.search(r"total\s+([\d.]+)\s+\(deadline at (\d+) s\)", log).groups())
+    assert total <= deadline < 180, log
     assert_complete(out, tasks)
     assert "inference chunks:" in log and "fine-tune steps:" in log
     plan = json.loads((tmp_path / "s" / "plan.json").read_text())
     assert plan["steps"] > 10  # auto filled the budget with fine-tuning
 
 
-@pytest.mark.parametrize("when", ["plan.json", "predictions/chunk_00000.npz"])
-def test_sigkill_mid_run_leaves_a_valid_file_and_no_orphans(when, bundle, sixteen_tasks, tmp_path):
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def alive(processes: list[psutil.Process]) -> list[str]:
+    """Those still running (a zombie is dead: only its exit status is left)."""
+    running = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                running.append(f"{p.pid} {' '.join(p.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+# (what the supervisor is doing when it is killed, the fault that holds it there, what says it is there)
+KILL_MOMENTS = {
+    "mid-probe": ("slow_probe:seconds=120", "warm-up: timing"),  # the worker sleeps inside a probe
+    "mid-step": ("slow_step:seconds=120", "plan.json"),           # ... inside its first step
+    "mid-inference": ("", "predictions/chunk_00000.npz"),
+}
+
+
+@pytest.mark.parametrize("moment", KILL_MOMENTS)
+def test_sigkill_of_the_supervisor_leaves_a_valid_file_and_no_worker_alive(moment, bundle, sixteen_tasks, tmp_path):
+    """Workers die with their supervisor whatever they are doing (not only between steps)."""
     tasks, challenges, _ = sixteen_tasks
+    fault, marker = KILL_MOMENTS[moment]
     out, scratch = tmp_path / "submission.json", tmp_path / "s"
     process = cli(["--model", str(bundle), "--challenges", str(challenges), "--out", str(out), "--budget-hours",
                    "0.03", "--num-aug", "8", "--device", "cpu", "--batch-size", "16", "--infer-batch-size", "2",
-                   "--scratch", str(scratch)])
+                   "--scratch", str(scratch)], env=os.environ | {"TRM_KAGGLE_FAULTS": fault})
+    printed: list[str] = []
+    threading.Thread(target=lambda: printed.extend(process.stdout), daemon=True).start()
     deadline = time.time() + 150
-    while not (scratch / when).exists() and process.poll() is None and time.time() < deadline:
+    while not (marker in "".join(printed) or (scratch / marker).exists()) and process.poll() is None \
+            and time.time() < deadline:
         time.sleep(0.1)
-    assert process.poll() is None, "the run ended before the moment to kill it"
+    assert process.poll() is None, "the run ended before the moment to kill it:\n" + "".join(printed)
+    time.sleep(1)  # into the probe or step
+    workers = descendants(process.pid)
+    assert workers, "no worker process to watch"
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert_complete(out, tasks)
-    time.sleep(5)  # workers notice the supervisor is gone at their next step or chunk
-    leftover = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True).stdout.split()
-    assert leftover == [], "worker processes outlived their supervisor"
+    time.sleep(5)
+    assert alive(workers) == [], "worker processes outlived their supervisor"

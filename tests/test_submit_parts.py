@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import zipfile
@@ -47,8 +48,11 @@ def test_a_zipped_bundle_is_unpacked_into_scratch(bundle, tmp_path):
     with zipfile.ZipFile(root / "trm-arc" / "bundle.zip", "w") as zf:
         for f in (bundle / "model").iterdir():
             zf.write(f, f"model/{f.name}")
+    with zipfile.ZipFile(root / "trm-arc" / "wheels.zip", "w") as zf:  # beside it, as kaggle's zip mode leaves it
+        zf.writestr("trm_kaggle-0.1.0-py3-none-any.whl", b"a wheel")
     found = paths.find_model(root, scratch)
     assert found.is_relative_to(scratch) and (found / "meta.json").is_file()
+    assert [p.name for p in scratch.iterdir()] == ["bundle-bundle"]  # the wheels were not unpacked
 
 
 def test_discovery_errors_name_what_is_missing(bundle, tmp_path):
@@ -62,13 +66,14 @@ def test_discovery_errors_name_what_is_missing(bundle, tmp_path):
         paths.find_model(tmp_path, tmp_path)
 
 
-def test_wheels_for_another_python_are_refused(tmp_path):
+def test_wheels_for_another_python_are_named_but_not_refused(tmp_path):
+    """trm_kaggle already imports here, so a mismatch is a warning, not fallback answers."""
     (tmp_path / "numpy-2.0.0-cp39-cp39-manylinux_2_17_x86_64.whl").write_bytes(b"")
-    with pytest.raises(UserError, match=r"wheels built for cp39, this is Python 3\.\d+"):
-        paths.check_python(tmp_path)
+    assert re.search(r"wheels built for cp39, this is Python 3\.\d+: trm_kaggle imports, so the run goes on",
+                     paths.python_mismatch(tmp_path))
     here = f"cp{sys.version_info.major}{sys.version_info.minor}"
     (tmp_path / f"numpy-2.0.0-{here}-{here}-manylinux_2_17_x86_64.whl").write_bytes(b"")
-    paths.check_python(tmp_path)
+    assert paths.python_mismatch(tmp_path) is None
 
 
 MEASURED = Measured(step_s_embeddings=0.5, step_s_full=1.0, infer_s_per_example_step=0.001, startup_s=30)

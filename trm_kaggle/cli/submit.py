@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="packaged model: trm-package's OUT, OUT/model or a zip (default: discover)")
     p.add_argument("--challenges", type=Path, help="challenges JSON (default: discover arc-agi_test_challenges.json)")
+    p.add_argument("--competition", help="the competition's slug when several are mounted (default: the newest)")
     p.add_argument("--out", type=Path, default=Path("submission.json"))
     p.add_argument("--input-root", type=Path, default=Path("/kaggle/input"))
     p.add_argument("--scratch", type=Path, help="scratch directory (default /kaggle/temp or a temporary one)")
@@ -48,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--gpus", default="auto", help="devices to use (CPU: worker processes), or auto")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    p.add_argument("--short", action="store_true",
+                   help="a short run: at most 15 min, 8 augmentations, 100 steps (what a saved notebook version runs)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -72,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
         report = submit(options_from(args))
         print(f"{report.out}")
-        return EXIT_USAGE if report.error else 0
+        if report.failures():  # a valid file of fallbacks is still a failed run: say so, exit 2
+            print(f"{PROG}: {report.verdict()}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
 
     return run_cli(PROG, body)
 

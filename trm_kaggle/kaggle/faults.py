@@ -7,8 +7,11 @@ Unset (always, outside tests), every hook here does nothing.
     finetune_crash:rank=R,step=S   worker R dies (os._exit) before fine-tune step S
     finetune_error:step=S          every worker raises before fine-tune step S
     slow_step:seconds=X            each fine-tune step takes X s longer
+    slow_probe:seconds=X           each warm-up probe (a timed fine-tune step) takes X s longer
+    finetune_oom:times=N,above=B   the first N fine-tune forward passes of more than B rows raise OOM
     infer_oom:times=N,above=B      the first N inference batches of more than B rows raise OOM
-    infer_crash:rank=R,chunk=C     inference worker R dies when it takes chunk C
+    infer_crash:rank=R,chunk=C     inference worker R dies when it takes chunk C (neither given: every
+                                   worker, at its first chunk)
     slow_chunk:seconds=X           each inference chunk takes X s longer
     vote_error                     the supervisor's voting raises
 """
@@ -46,15 +49,28 @@ def before_finetune_step(rank: int, step: int) -> None:
         time.sleep(faults["slow_step"].get("seconds", 1.0))
 
 
-_oom_raised = 0
+def before_probe() -> None:
+    fault = active().get("slow_probe")
+    if fault:
+        time.sleep(fault.get("seconds", 1.0))
+
+
+_oom_raised = {"finetune_oom": 0, "infer_oom": 0}
+
+
+def _maybe_oom(name: str, rows: int) -> None:
+    fault = active().get(name)
+    if fault and _oom_raised[name] < fault.get("times", 1) and rows > fault.get("above", 0):
+        _oom_raised[name] += 1
+        raise torch.cuda.OutOfMemoryError(f"injected fault: CUDA out of memory for a batch of {rows}")
+
+
+def before_finetune_forward(rows: int) -> None:
+    _maybe_oom("finetune_oom", rows)
 
 
 def before_infer_batch(rows: int) -> None:
-    global _oom_raised
-    fault = active().get("infer_oom")
-    if fault and _oom_raised < fault.get("times", 1) and rows > fault.get("above", 0):
-        _oom_raised += 1
-        raise torch.cuda.OutOfMemoryError(f"injected fault: CUDA out of memory for a batch of {rows}")
+    _maybe_oom("infer_oom", rows)
 
 
 def before_infer_chunk(rank: int, chunk: int) -> None:

@@ -29,12 +29,12 @@ from trm_kaggle import distributed
 from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, save_state
 from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler, example_puzzles, gather
+from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.kaggle import clock, faults
 from trm_kaggle.kaggle.budget import Measured, Plan, plan_finetune
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
 from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION
-from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker, exit_if_orphaned
-from trm_kaggle.losses import act_loss
+from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
 from trm_kaggle.model import TRM
 from trm_kaggle.optim import EMA
 from trm_kaggle.train import Schedule, TrainStep
@@ -96,7 +96,8 @@ class Finetuner:
         schedule = Schedule(lr=o.lr, puzzle_emb_lr=o.puzzle_emb_lr, warmup_steps=o.warmup_steps,
                             weight_decay=o.weight_decay, puzzle_emb_weight_decay=o.weight_decay)
         self.step_fn = TrainStep(self.model, schedule, o.batch_size, ema, o.seed, world.rank,
-                                 torch.compile(self.model) if use_compile else None)
+                                 torch.compile(self.model) if use_compile else None,
+                                 before_forward=faults.before_finetune_forward)
         self.sampler = TrainSampler(self.split, o.batch_size, o.seed, world.rank, world.world_size)
         self.trunk_training: bool | None = None
         self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock)
@@ -107,15 +108,11 @@ class Finetuner:
         """Forward and backward of one training step, leaving no trace (carry and
         gradients restored): what a step costs without taking one."""
         def run() -> None:
+            faults.before_probe()
             self.train_trunk(train_trunk)
             self.model.train()
             batch = self.batch()
-            carry = self.step_fn.carry or self.model.initial_carry(batch)
-            forward = self.step_fn.forward or self.model
-            new_carry, out = forward(carry, batch)
-            loss, _ = act_loss(out["logits"], out["q_halt_logits"], new_carry.data["labels"], new_carry.halted,
-                               new_carry.steps)
-            loss.backward()
+            self.step_fn.forward_backward(self.step_fn.carry or self.model.initial_carry(batch), batch)
             self.model.zero_grad(set_to_none=True)
             self.step_fn.embeddings.zero_grad()
         return run
@@ -142,6 +139,7 @@ class Finetuner:
             return self.predicted()
         device = self.world.device
         startup = clock.now() - self.spec.spawned_at  # what an inference worker pays before its first chunk
+        log.info("warm-up: timing fine-tune steps and an inference step")
         embeddings = timed(self.probe_step(False), device)
         full = timed(self.probe_step(True), device)
         infer, rows = self.probe_inference()
@@ -198,11 +196,15 @@ class Finetuner:
         emb_only = self.options.mode == "emb_only"
         started = last_save = clock.now()
         while self.done < plan.steps:
-            exit_if_orphaned()
             faults.before_finetune_step(self.world.rank, self.step_fn.step)
             trunk = not emb_only and self.done >= plan.embeddings_only_steps
             self.train_trunk(trunk)
-            metrics = self.step_fn(self.batch(), train_trunk=trunk)
+            try:
+                metrics = self.step_fn(self.batch(), train_trunk=trunk)
+            except NonFiniteError as exc:  # every rank at once: stop, keep the last weights saved
+                log.error("fine-tuning stopped: %s", exc)
+                self.write_progress(plan, started, stopped=str(exc))
+                return
             counted = self.steps_counted(plan, trunk)
             if self.world.is_main:
                 clock.charge("train_step_full" if trunk else "train_step_embeddings", counted)
@@ -230,26 +232,36 @@ class Finetuner:
         """Rank 0 saves what inference should use and logs the progress."""
         if not self.world.is_main:
             return
-        step, elapsed = self.done, clock.now() - started
+        step = self.done
         with self.step_fn.ema.swapped_in():
             state = merged_state_dict(self.model) if self.options.mode == "lora" else self.model.state_dict()
             state = {k: v.detach().float().cpu() for k, v in state.items()}
         save_state(self.spec.finetuned_dir, self.model.config, state, self.identifiers, step,
                    meta={"planned_steps": plan.steps, "final": final})
-        progress = {"step": step, "planned": plan.steps, "elapsed_s": round(elapsed, 2),
-                    "s_per_step": round(elapsed / max(step, 1), 4), "final": final}
-        tmp = self.spec.progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(progress))
-        tmp.replace(self.spec.progress_path)
+        progress = self.write_progress(plan, started, final=final)
         log.info("fine-tune step %d/%d, %.3f s/step%s%s", step, plan.steps, progress["s_per_step"],
                  f", exact {metrics['exact_accuracy'] / max(metrics['count'], 1):.3f}" if metrics else "",
                  " (final)" if final else "")
+
+    def write_progress(self, plan: Plan, started: float, **fields) -> dict:
+        """Rank 0's progress file, which the supervisor reads: steps, speed and, with
+        `stopped`, why fine-tuning ended before its plan."""
+        if not self.world.is_main:
+            return {}
+        elapsed = clock.now() - started
+        progress = {"step": self.done, "planned": plan.steps, "elapsed_s": round(elapsed, 2),
+                    "s_per_step": round(elapsed / max(self.done, 1), 4),
+                    "micro_batches": self.step_fn.micro_batches} | fields
+        tmp = self.spec.progress_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(progress))
+        tmp.replace(self.spec.progress_path)
+        return progress
 
 
 def join_group(rank: int, spec: WorkerSpec) -> distributed.Dist:
     """This worker's place in the fine-tuning group (NCCL on GPUs, gloo on the CPU)."""
     size = len(spec.devices)
-    device = configure_worker(rank, size, spec.port, spec.devices[rank], size)
+    device = configure_worker(rank, size, spec.port, spec.devices[rank], size, spec)
     if size > 1:
         torch.distributed.init_process_group(
             "nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{spec.port}",
@@ -262,9 +274,8 @@ def finetune_worker(rank: int, spec: WorkerSpec) -> None:
     world = join_group(rank, spec)
     try:
         Finetuner(spec, world).run()
-        distributed.barrier()  # leave together: gloo aborts a rank whose peer has already gone
     except BaseException:
         log.exception("fine-tuning failed")
+        distributed.teardown(wait_for_peers=False)
         raise SystemExit(1)
-    finally:
-        distributed.teardown()
+    distributed.teardown()  # leave together: gloo aborts a rank whose peer has already gone

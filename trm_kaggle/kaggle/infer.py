@@ -21,7 +21,7 @@ from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.evaluate import select_examples
 from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.kaggle import clock, faults
-from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker, exit_if_orphaned
+from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
 
 log = logging.getLogger("trm_kaggle.submit")
 CHUNKS_FILE = "chunks.npz"
@@ -116,7 +116,7 @@ def load_predictions(path: Path) -> Predictions:
 
 def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers: int) -> None:
     """An inference process's entry point (spawned): chunks from the queue until None."""
-    device = configure_worker(rank, 1, 0, device_name, workers)
+    device = configure_worker(rank, 1, 0, device_name, workers, spec)
     try:
         split = load_split(spec.data_dir, "test")
         model = load_model(spec, device).eval()
@@ -125,7 +125,6 @@ def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers:
         batch = spec.options.infer_batch_size or max(1, spec.options.batch_size // len(spec.devices))
         runner = torch.compile(model) if spec.options.compile and device.type == "cuda" else model
         while (chunk := take(chunks)) is not None:
-            exit_if_orphaned()
             faults.before_infer_chunk(rank, chunk)
             rows = examples[bounds[chunk]:bounds[chunk + 1]:clock.stride("infer")]
             predictions, batch, runner = predict_chunk(runner, model, split, rows, batch, device)

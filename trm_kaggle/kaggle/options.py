@@ -41,10 +41,27 @@ def with_package_defaults(options: "SubmitOptions", package: dict) -> "SubmitOpt
     return SubmitOptions.model_validate(options.model_dump(exclude_unset=True) | taken) if taken else options
 
 
+# A short run (the notebook outside the scoring rerun: saving a version, an interactive
+# session) goes through every phase on the public placeholder in minutes, not 12 hours.
+SHORT_BUDGET_HOURS, SHORT_NUM_AUG, SHORT_MAX_STEPS = 0.25, 8, 100
+
+
+def shortened(options: "SubmitOptions") -> "SubmitOptions":
+    """`options` cut to a short run's size when `short` is set (after the package's recipe
+    is applied: the recipe's num_aug and max_steps are what get capped)."""
+    if not options.short:
+        return options
+    steps = options.steps if options.steps == "auto" else min(options.steps, SHORT_MAX_STEPS)
+    return options.model_copy(update={"num_aug": min(options.num_aug, SHORT_NUM_AUG), "steps": steps,
+                                      "max_steps": min(options.max_steps, SHORT_MAX_STEPS)})
+
+
 class SubmitOptions(Frozen):
     out: Path
     model: Path | None = None            # the packaged model dir, bundle dir or zip; None: discover
     challenges: Path | None = None       # None: discover under input_root
+    competition: str | None = None       # the competition's slug when several are mounted (discovery)
+    short: bool = False                  # a short run: every phase in minutes (see shortened)
     input_root: Path = Path("/kaggle/input")
     scratch: Path | None = None          # None: /kaggle/temp when it exists, else a temporary dir
     budget_hours: float = Field(12.0, gt=0)
@@ -72,8 +89,12 @@ class SubmitOptions(Frozen):
     write_every_s: float = Field(30.0, ge=0)      # least time between submission rewrites
 
     @property
+    def budget_hours_used(self) -> float:
+        return min(self.budget_hours, SHORT_BUDGET_HOURS) if self.short else self.budget_hours
+
+    @property
     def budget_s(self) -> float:
-        return self.budget_hours * 3600
+        return self.budget_hours_used * 3600
 
     @property
     def margin_s(self) -> float:

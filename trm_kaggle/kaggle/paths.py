@@ -10,6 +10,7 @@ bundle is accepted as a folder or as a zip (unpacked into scratch).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import zipfile
@@ -31,13 +32,43 @@ def walk(root: Path, depth: int) -> list[Path]:
     return found
 
 
-def find_challenges(input_root: Path) -> Path:
-    """The hidden test set: `arc-agi_test_challenges.json` under the input root."""
-    matches = [p for p in walk(input_root, SEARCH_DEPTH) if p.name == CHALLENGES_NAME and p.is_file()]
-    if not matches:
+COMPETITION_2025 = re.compile(r"arc-prize-\d{4}")  # /kaggle/input/arc-prize-2025/
+
+
+def competition_slug(path: Path, input_root: Path) -> str | None:
+    """The competition whose own mount holds `path`: `competitions/<slug>/` (2026 layout) or
+    `arc-prize-YYYY/` (2025 layout, where datasets sit beside it); None for anything else
+    (a dataset, or a copy of the file nested deeper)."""
+    parts = path.relative_to(input_root).parts
+    if len(parts) == 3 and parts[0] == "competitions":
+        return parts[1]
+    if len(parts) == 2 and COMPETITION_2025.fullmatch(parts[0]):
+        return parts[0]
+    return None
+
+
+def find_challenges(input_root: Path, competition: str | None = None) -> Path:
+    """The hidden test set: `arc-agi_test_challenges.json` in the competition's own mount,
+    never a copy in an attached dataset (the scoring rerun swaps only the competition's).
+    Several competitions mounted: `competition` names one, else the newest (ARC Prize slugs
+    sort by year). No competition mount: the one file found; several is an error naming them.
+    The notebook's first cell applies the same rule with the standard library alone."""
+    found = [p for p in walk(input_root, SEARCH_DEPTH) if p.name == CHALLENGES_NAME and p.is_file()]
+    if not found:
         raise UserError(f"{input_root}: no {CHALLENGES_NAME} below it (add the competition as an input, "
                         "or pass --challenges)")
-    return matches[0]
+    mounts = {slug: p for p in found if (slug := competition_slug(p, input_root))}
+    if competition:
+        if competition not in mounts:
+            raise UserError(f"{input_root}: competition {competition} is not mounted "
+                            f"(found {', '.join(map(str, found))})")
+        return mounts[competition]
+    if mounts:
+        return mounts[max(mounts)]
+    if len(found) > 1:
+        raise UserError(f"{input_root}: {len(found)} {CHALLENGES_NAME} files and none in a competition's mount: "
+                        f"{', '.join(map(str, found))}; name one with --challenges")
+    return found[0]
 
 
 def is_model_dir(path: Path) -> bool:
@@ -69,11 +100,24 @@ def unpack(archive: Path, scratch: Path) -> Path:
     return target
 
 
+def model_in_zip(archive: Path, scratch: Path) -> Path | None:
+    """The model directory inside a zipped bundle or model folder (unpacked into scratch);
+    None for a zip that holds none, such as the wheels.zip beside model.zip that the kaggle
+    client's zip dir mode leaves (unpacked only when it holds a model)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            if not any(Path(name).name == MODEL_MARKER for name in zf.namelist()):
+                return None
+    except zipfile.BadZipFile as exc:
+        raise UserError(f"{archive}: not a readable zip: {exc}") from None
+    path = unpack(archive, scratch)
+    return model_in(path) or next((d for d in walk(path, 2) if is_model_dir(d)), None)
+
+
 def resolve_model(path: Path, scratch: Path) -> Path:
     """--model as given: a model dir, a bundle dir holding `model/`, or a zip of either."""
     if path.is_file() and zipfile.is_zipfile(path):
-        path = unpack(path, scratch)
-        found = model_in(path) or next((d for d in walk(path, 2) if is_model_dir(d)), None)
+        found = model_in_zip(path, scratch)
     else:
         found = model_in(path)
     if found is None:
@@ -86,8 +130,8 @@ def find_model(input_root: Path, scratch: Path) -> Path:
     """The one packaged model under the input root (folder or zip)."""
     candidates = [d for d in walk(input_root, SEARCH_DEPTH) if is_model_dir(d)]
     if not candidates:
-        candidates = [resolve_model(z, scratch) for z in walk(input_root, SEARCH_DEPTH)
-                      if z.suffix == ".zip" and z.is_file() and zipfile.is_zipfile(z)]
+        zips = [z for z in walk(input_root, SEARCH_DEPTH) if z.suffix == ".zip" and z.is_file() and zipfile.is_zipfile(z)]
+        candidates = [found for z in zips if (found := model_in_zip(z, scratch)) is not None]
     if not candidates:
         raise UserError(f"{input_root}: no packaged model below it (add the trm-package dataset as an input, "
                         "or pass --model)")
@@ -127,16 +171,19 @@ def default_scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="trm-submit-", dir=base))
 
 
-def check_python(wheels: Path | None) -> None:
-    """The bundle's wheels were built for one CPython: refuse another early, clearly."""
+def python_mismatch(wheels: Path | None) -> str | None:
+    """Why the bundle's wheels were built for another CPython than this one, or None. Only a
+    warning: trm_kaggle is already importable here (the image had every compiled
+    dependency), so refusing would turn a working run into fallback answers."""
     if wheels is None:
-        return
+        return None
     tags = {w.name.split("-")[-3] for w in wheels.glob("*.whl") if w.name.split("-")[-3].startswith("cp3")}
     here = f"cp{sys.version_info.major}{sys.version_info.minor}"
     if tags and here not in tags:
-        raise UserError(f"{wheels}: wheels built for {', '.join(sorted(tags))}, this is Python "
-                        f"{sys.version_info.major}.{sys.version_info.minor}: rebuild with trm-package "
-                        "--python matching the notebook's image (or pin the image)")
+        return (f"{wheels}: wheels built for {', '.join(sorted(tags))}, this is Python {sys.version_info.major}."
+                f"{sys.version_info.minor}: trm_kaggle imports, so the run goes on; rebuild with trm-package "
+                "--python matching the image, or pin the notebook's image (README)")
+    return None
 
 
 def check_torch(minimum: str = "2.4") -> None:

@@ -37,7 +37,7 @@ from trm_kaggle.kaggle import clock, faults, paths, workers
 from trm_kaggle.kaggle.budget import Deadline, Plan, plan_lines
 from trm_kaggle.kaggle.finetune import finetune_worker
 from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
-from trm_kaggle.kaggle.options import SubmitOptions, with_package_defaults
+from trm_kaggle.kaggle.options import SubmitOptions, shortened, with_package_defaults
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import Votes, build_submission
 
@@ -57,6 +57,9 @@ class Report:
     chunks_done: int = 0
     chunks_total: int = 0
     writes: int = 0
+    test_inputs: int = 0   # of the challenges file
+    answered: int = 0      # test inputs whose attempts come from the model, not the fallback
+    finetune_started: bool = False
     events: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -64,10 +67,31 @@ class Report:
         self.events.append(message)
         log.warning(message)
 
+    def failures(self) -> list[str]:
+        """Why this run's file is not the model's work, one short reason each; [] when it is.
+        A run that fine-tuned nothing it planned to, predicted nothing, or answered every test
+        input with the fallback has failed, even though its file is valid."""
+        reasons = [f"error: {self.error}"] if self.error else []
+        if self.finetune_started and (self.plan is None or (self.plan.steps > 0 and not self.steps_done)):
+            reasons.append("fine-tuning produced no weights (the packaged model predicted)")
+        if self.test_inputs and self.chunks_done == 0:
+            reasons.append(f"inference produced no predictions: all {self.test_inputs} answers are fallbacks")
+        elif self.test_inputs and self.answered == 0:
+            reasons.append(f"no prediction decoded to a grid: all {self.test_inputs} answers are fallbacks")
+        return reasons
+
+    def verdict(self) -> str:
+        """The run in one line: OK or FAILED, and why."""
+        failures = self.failures()
+        if failures:
+            return "FAILED: " + "; ".join(failures)
+        return (f"OK: {self.steps_done or 0} fine-tune steps; {self.answered} of {self.test_inputs} test inputs "
+                f"answered by the model")
+
     def lines(self) -> list[str]:
         predicted = {"finetune": self.plan.predicted_finetune_s, "inference": self.plan.predicted_inference_s} \
             if self.plan else {}
-        rows = [f"{'phase':<10} {'predicted s':>12} {'actual s':>10}"]
+        rows = [f"trm-submit: {self.verdict()}", f"{'phase':<10} {'predicted s':>12} {'actual s':>10}"]
         for name, seconds in self.phases.items():
             guess = f"{predicted[name]:.1f}" if name in predicted else "-"
             rows.append(f"{name:<10} {guess:>12} {seconds:>10.1f}")
@@ -77,6 +101,8 @@ class Report:
             rows.append(f"fine-tune steps: {self.steps_done} done of {self.plan.steps} planned")
         rows.append(f"inference chunks: {self.chunks_done} of {self.chunks_total}; submission written "
                     f"{self.writes} time(s): {self.out}")
+        rows.append(f"answers: {self.answered} of {self.test_inputs} test inputs from the model, "
+                    f"{self.test_inputs - self.answered} fallback(s)")
         rows += [f"event: {e}" for e in self.events]
         if self.error:
             rows.append(f"error: {self.error}")
@@ -103,8 +129,9 @@ class SubmitRun:
 
     def start(self) -> None:
         o = self.options
-        challenges = o.challenges or paths.find_challenges(o.input_root)
+        challenges = o.challenges or paths.find_challenges(o.input_root, o.competition)
         self.tasks = load_challenges(challenges)
+        self.report.test_inputs = sum(len(t.test) for t in self.tasks)
         o.out.parent.mkdir(parents=True, exist_ok=True)
         self.write(Votes())  # the fallback: valid from the first second
         log.info("%s: %d tasks, %d test inputs; fallback written to %s", challenges, len(self.tasks),
@@ -112,17 +139,23 @@ class SubmitRun:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.model_dir = paths.resolve_model(o.model, self.scratch) if o.model else \
             paths.find_model(o.input_root, self.scratch)
-        self.options = o = with_package_defaults(o, paths.package_finetune(self.model_dir))
-        paths.check_python(paths.find_wheels(self.model_dir))
+        self.options = o = shortened(with_package_defaults(o, paths.package_finetune(self.model_dir)))
+        if o.short:
+            log.info("short run (not the scoring rerun): budget %.2f h, %d augmentations, at most %d fine-tune steps",
+                     o.budget_hours_used, o.num_aug, o.max_steps)
+        if mismatch := paths.python_mismatch(paths.find_wheels(self.model_dir)):
+            self.report.event(mismatch)
         paths.check_torch()
         self.devices = workers.choose_devices(o)
         log.info("model %s; devices %s; budget %.0f s, margin %.0f s, deadline in %.0f s", self.model_dir,
                  ",".join(self.devices), o.budget_s, o.margin_s, self.deadline.left())
 
     def write(self, votes: Votes) -> None:
-        write_submission(self.options.out, build_submission(self.tasks, votes.ranked()), self.tasks)
+        ranked = votes.ranked()
+        write_submission(self.options.out, build_submission(self.tasks, ranked), self.tasks)
         clock.charge("write")
         self.report.writes += 1
+        self.report.answered = sum(1 for candidates in ranked.values() if candidates)
 
     # ------------------------------------------------------------------------ 2. data
 
@@ -153,6 +186,7 @@ class SubmitRun:
     def finetune(self) -> list[int]:
         """Run the fine-tuning workers; returns the ranks that died (their devices are not
         used for inference)."""
+        self.report.finetune_started = True
         spec = self.spec = dataclasses.replace(self.spec, spawned_at=clock.now())
         remaining = self.deadline.left()
         warmup_guard = clock.now() + max(90.0, min(900.0, 0.25 * remaining))
@@ -178,7 +212,21 @@ class SubmitRun:
                               f"{[processes[r].exitcode for r in dead]}; inference uses the last saved weights")
         self.report.plan = self.report.plan or Plan.load(spec.plan_path)
         self.report.steps_done = self.finetuned_step()
+        progress = self.progress()
+        if progress.get("micro_batches", 1) > 1:
+            self.report.event(f"fine-tuning: CUDA out of memory; each step ran in {progress['micro_batches']} "
+                              "micro-batches per device (same global batch, gradients accumulated)")
+        stopped = progress.get("stopped")
+        if stopped:
+            weights = f"the weights saved at step {self.report.steps_done}" if self.report.steps_done \
+                else "the packaged model"
+            self.report.event(f"fine-tuning stopped early: {stopped}; inference uses {weights}")
         return dead
+
+    def progress(self) -> dict:
+        """What rank 0 last wrote of its progress (finetune.Finetuner.write_progress)."""
+        path = self.spec.progress_path
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def finetuned_step(self) -> int | None:
         meta = self.spec.finetuned_dir / "meta.json"
@@ -232,8 +280,10 @@ class SubmitRun:
             time.sleep(POLL_S)
         dead = workers.failed(processes)
         if dead and clock.now() < end:
+            left = len(devices) - len(dead)
             self.report.event(f"inference: worker(s) {dead} exited with code(s) "
-                              f"{[processes[r].exitcode for r in dead]}; the rest carry on")
+                              f"{[processes[r].exitcode for r in dead]}; "
+                              + (f"the other {left} carry on" if left else "no inference worker is left"))
         return [d for rank, d in enumerate(devices) if rank not in dead]
 
     def collect(self, votes: Votes, voted: set) -> bool:
@@ -281,7 +331,9 @@ def setup_logging() -> None:
 def submit(options: SubmitOptions) -> Report:
     """The whole run. Raises UserError only when no submission could be written at all
     (no readable challenges file); after that it always returns the report, with `error`
-    set when a phase failed: the submission on disk is then the last one written."""
+    set when a phase failed: the submission on disk is then the last one written.
+    `report.failures()` says whether the file holds the model's work (trm-submit exits 2
+    when it does not)."""
     setup_logging()
     run = SubmitRun(options)
     try:
@@ -293,6 +345,8 @@ def submit(options: SubmitOptions) -> Report:
         log.error("%s; the last written submission stands", run.report.error)
         if not isinstance(exc, UserError):
             log.error(traceback.format_exc())
-    for line in run.report.lines():
+    verdict, *rest = run.report.lines()
+    for line in rest:
         log.info(line)
+    (log.error if run.report.failures() else log.info)(verdict)  # last, where a person looks
     return run.report

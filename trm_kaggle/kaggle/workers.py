@@ -8,12 +8,15 @@ rendezvous; inference workers share nothing but a queue of chunks.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Callable
@@ -40,6 +43,10 @@ class WorkerSpec:
     infer_examples: int    # how many predictions inference will make (for the plan)
     port: int = 0
     spawned_at: float = 0.0  # when the fine-tuning workers were started (to measure start-up)
+    supervisor: int = field(default_factory=os.getpid)  # the process that made the spec (and starts workers)
+    # Linux's parent-death signal fires when the *thread* that started a worker ends: it is
+    # only safe when that thread is the main one (workers are started where the spec is made).
+    from_main_thread: bool = field(default_factory=lambda: threading.current_thread() is threading.main_thread())
 
     @property
     def inference_end(self) -> float:
@@ -82,25 +89,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-_parent: int | None = None
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_S = 0.5
 
 
-def orphaned() -> bool:
-    """Whether the supervisor is gone (killed): a worker then has no one to report to and
-    must not keep the devices busy."""
-    return _parent is not None and os.getppid() != _parent
-
-
-def exit_if_orphaned() -> None:
-    if orphaned():
-        log.warning("the supervisor is gone: exiting")
+def die_with_supervisor(supervisor: int, parent_death_signal: bool = True) -> None:
+    """End this worker within a second or two of its supervisor's death, whatever it is
+    doing (inside a long backward, a sleep, a collective): no orphan keeps a GPU and gigabytes
+    of memory busy. Linux: the kernel sends SIGKILL when the parent dies (prctl
+    PR_SET_PDEATHSIG); elsewhere a daemon thread watches the parent. Either way, a supervisor
+    that died before this call is caught by the check at the end."""
+    armed = False
+    if parent_death_signal and sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    if not armed:
+        threading.Thread(target=watch_supervisor, args=(supervisor,), daemon=True, name="supervisor-watchdog").start()
+    if os.getppid() != supervisor:
         os._exit(3)
 
 
-def configure_worker(rank: int, world_size: int, port: int, device: str, cpu_workers: int) -> torch.device:
-    """This process's rendezvous environment, device and thread count; its log lines tagged."""
-    global _parent
-    _parent = os.getppid()
+def watch_supervisor(supervisor: int) -> None:
+    while os.getppid() == supervisor:
+        time.sleep(WATCHDOG_S)
+    os._exit(3)
+
+
+def configure_worker(rank: int, world_size: int, port: int, device: str, cpu_workers: int,
+                     spec: WorkerSpec) -> torch.device:
+    """This process's rendezvous environment, device and thread count; its log lines tagged;
+    its life tied to the supervisor's."""
+    die_with_supervisor(spec.supervisor, spec.from_main_thread)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
