@@ -175,10 +175,7 @@ class TrainStep:
 
     def carry_state(self) -> dict[str, Any] | None:
         """This rank's ACT carry on the CPU, to resume mid-sequence exactly."""
-        if self.carry is None:
-            return None
-        c = self.carry
-        return {name: getattr(c, name).cpu() for name in CARRY_FIELDS} | {"data": {k: v.cpu() for k, v in c.data.items()}}
+        return None if self.carry is None else vars(map_carry(self.carry, torch.Tensor.cpu))
 
     def load_carry(self, states: list[dict[str, Any] | None], world_size: int, device: torch.device) -> None:
         """Restore this rank's rows from every saved rank's carry (concatenated in rank
@@ -188,15 +185,18 @@ class TrainStep:
             return
         rows = self.global_batch_size // world_size
         part = slice(self.rank * rows, (self.rank + 1) * rows)
-        cat = lambda tensors: torch.cat(tensors)[part].to(device)  # noqa: E731
-        fields = {name: cat([s[name] for s in states]) for name in CARRY_FIELDS}
-        data = {k: cat([s["data"][k] for s in states]) for k in states[0]["data"]}
-        self.carry = Carry(**fields, data=data)
+        whole = concat_carries([Carry(**state) for state in states])
+        self.carry = map_carry(whole, lambda tensor: tensor[part].to(device))
+
+
+def map_carry(carry: Carry, fn: Callable[[torch.Tensor], torch.Tensor]) -> Carry:
+    """`fn` applied to every tensor of a carry: latents, counters, flags and the batch rows."""
+    return Carry(**{name: fn(getattr(carry, name)) for name in CARRY_FIELDS},
+                 data={k: fn(v) for k, v in carry.data.items()})
 
 
 def carry_rows(carry: Carry, rows: slice) -> Carry:
-    return Carry(**{name: getattr(carry, name)[rows] for name in CARRY_FIELDS},
-                 data={k: v[rows] for k, v in carry.data.items()})
+    return map_carry(carry, lambda tensor: tensor[rows])
 
 
 def concat_carries(carries: list[Carry]) -> Carry:
