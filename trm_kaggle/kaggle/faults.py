@@ -12,7 +12,7 @@ Unset (always, outside tests), every hook here does nothing.
     infer_oom:times=N,above=B      the first N inference batches of more than B rows raise OOM
     infer_crash:rank=R,chunk=C     inference worker R dies when it takes chunk C (neither given: every
                                    worker, at its first chunk)
-    slow_chunk:seconds=X           each inference chunk takes X s longer
+    slow_chunk:seconds=X,rank=R    each inference chunk (of worker R only, if given) takes X s longer
     vote_error                     the supervisor's voting raises
 """
 
@@ -77,7 +77,7 @@ def before_infer_chunk(rank: int, chunk: int) -> None:
     faults = active()
     if "infer_crash" in faults and _matches(faults["infer_crash"], rank=rank, chunk=chunk):
         os._exit(17)
-    if "slow_chunk" in faults:
+    if "slow_chunk" in faults and _matches(faults["slow_chunk"], rank=rank):
         time.sleep(faults["slow_chunk"].get("seconds", 1.0))
 
 
