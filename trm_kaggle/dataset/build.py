@@ -15,7 +15,10 @@ Deviations from the original, all deliberate:
 - identifiers follow the subsets' file order instead of a global-RNG shuffle, and each task's
   randomness comes from (seed, task id), so a task's variants are the same whichever tasks
   are built with it;
-- a test input with no known output gets an all-PAD label row (the original invents [[0]]).
+- a test input with no known output gets an all-PAD label row (the original invents [[0]]);
+- a training pair equal to another task's test pair (up to dihedral transforms and colours)
+  is dropped unless `allow_overlap`; `--holdout` and `--exclude-overlap-with` remove test-set
+  tasks before anything is built (selection.py). The original trains on such answers silently.
 """
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ import numpy as np
 from tqdm import tqdm
 
 from trm_kaggle import __version__
-from trm_kaggle.arc import Task, load_source
+from trm_kaggle.arc import Task, describe_source, load_source, write_kaggle_files
 from trm_kaggle.augment import CANVAS, SEQ_LEN, encode_grids, variant_name
 from trm_kaggle.dataset.format import (
     BLANK_IDENTIFIER, DatasetMetadata, NpyStreamWriter, array_path, directory_size, write_json)
+from trm_kaggle.dataset.selection import select
 from trm_kaggle.dataset.variants import GridBank, choose_variants, task_rng
 from trm_kaggle.errors import UserError
 
 CHUNK_ROWS = 1 << 16  # rows encoded per step: ~59 MB per array, so RSS stays small
+HOLDOUT_DIR = "holdout"          # DIR/holdout/arc-agi_test_{challenges,solutions}.json
+HOLDOUT_PREFIX = "arc-agi_test"  # the competition's names, so trm-submit and trm-score take them as they are
 TRANSPOSING = np.array([False, True, False, True, False, False, True, True])  # t swaps h and w
 
 
@@ -54,6 +60,10 @@ class BuildOptions:
     translation: bool = True
     force: bool = False
     progress: bool = True
+    allow_overlap: bool = False              # keep training pairs equal to a test pair (selection.py)
+    exclude_overlap_with: str | None = None  # SOURCE[:SUBSETS] whose test answers exclude test-set tasks
+    holdout: int = 0                         # test-set tasks written to holdout/ instead of the dataset
+    holdout_seed: int = 0
 
 
 @dataclass
@@ -89,11 +99,19 @@ class BuildSummary:
     examples: dict[str, int]
     seconds: float
     size_bytes: int = field(default=0)
+    data: str = ""          # which data version the tasks came from
+    selection: str = ""     # what was excluded, dropped or held out
+    holdout_dir: Path | None = None
 
     def line(self) -> str:
-        return (f"{self.out}: {self.tasks} tasks, {self.variants} variants, "
+        text = (f"{self.out}: {self.data + ': ' if self.data else ''}{self.tasks} tasks, {self.variants} variants, "
                 f"{self.examples['train']} train + {self.examples['test']} test examples, "
                 f"{self.seconds:.1f} s, {self.size_bytes / 1e9:.2f} GB")
+        if self.selection:
+            text += f"; {self.selection}"
+        if self.holdout_dir is not None:
+            text += f"; held-out tasks in {self.holdout_dir}"
+        return text
 
 
 # ---------------------------------------------------------------------------- phase 1: plans
@@ -281,6 +299,8 @@ def check_options(options: BuildOptions) -> None:
         raise UserError(f"--test-set {options.test_set}: not one of --subsets {','.join(options.subsets)}")
     if options.num_aug < 0:
         raise UserError(f"--num-aug must be >= 0, got {options.num_aug}")
+    if options.holdout < 0:
+        raise UserError(f"--holdout must be >= 0, got {options.holdout}")
     if options.out.exists() and not options.force:
         raise UserError(f"{options.out}: already exists (use --force to replace it)")
     for parent in options.out.parents:
@@ -321,20 +341,33 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
     loaded (trm-submit's hidden tasks)."""
     start = time.perf_counter()
     check_options(options)
-    subsets = load_source(options.source, options.subsets) if subsets is None else subsets
-    plans = plan_tasks(subsets, options.test_set, options.num_aug, options.seed, options.progress)
+    if subsets is None:
+        subsets = load_source(options.source, options.subsets)  # first: it names a missing file clearly
+        data = describe_source(options.source, options.subsets)
+    else:
+        data = {"source": options.source, "version": "tasks given in memory", "title": ""}
+    selection = select(subsets, options.test_set, exclude_overlap_with=options.exclude_overlap_with,
+                       holdout=options.holdout, holdout_seed=options.holdout_seed,
+                       allow_overlap=options.allow_overlap)
+    plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
     staging = make_staging_dir(options.out)
     try:
         examples = write_dataset(staging, plans, options)
+        if selection.holdout:
+            write_kaggle_files(selection.holdout, staging / HOLDOUT_DIR, HOLDOUT_PREFIX)
         write_json(staging / "build.json", {
-            "builder": f"trm-kaggle {__version__}", "source": options.source,
+            "builder": f"trm-kaggle {__version__}", "data": data,
             "subsets": list(options.subsets), "test_set": options.test_set,
             "num_aug": options.num_aug, "seed": options.seed, "translation": options.translation,
-            "tasks": len(plans), "examples": examples})
+            "holdout": options.holdout, "holdout_seed": options.holdout_seed,
+            "exclude_overlap_with": options.exclude_overlap_with,
+            "tasks": len(plans), "examples": examples, "selection": selection.record()})
         replace_dir(staging, options.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return BuildSummary(out=options.out, tasks=len(plans), variants=sum(p.num_variants for p in plans),
                         examples=examples, seconds=time.perf_counter() - start,
-                        size_bytes=directory_size(options.out))
+                        size_bytes=directory_size(options.out), data=data["title"],
+                        selection=selection.summary(),
+                        holdout_dir=options.out / HOLDOUT_DIR if selection.holdout else None)
