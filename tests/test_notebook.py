@@ -7,6 +7,7 @@ real ARC-AGI-2 tasks and a tiny packaged model, as folders or as zips; CPU only.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from nbclient.exceptions import CellExecutionError
 
 from trm_kaggle.errors import UserError
 from trm_kaggle.kaggle.paths import find_challenges
+from trm_kaggle.package import check_slug
 from trm_kaggle.wheels import build_own_wheel
 
 from submit_helpers import assert_complete, hidden_tasks, tiny_bundle, write_challenges
@@ -223,3 +225,8 @@ def test_the_kernel_metadata_template_keeps_internet_off_the_gpu_on_and_the_imag
     assert metadata["enable_gpu"] is True and metadata["competition_sources"] and metadata["dataset_sources"]
     assert metadata["code_file"] == NOTEBOOK.name
     assert metadata["docker_image_pinning_type"] == "original"  # a new image must not break the bundle
+    # What `kaggle kernels push` checks: a title of 5+ characters that slugifies to the id's name.
+    assert len(metadata["title"]) >= 5
+    assert re.sub(r"[^a-z0-9]+", "-", metadata["title"].lower()).strip("-") == metadata["id"].split("/")[1]
+    for source in metadata["dataset_sources"]:
+        check_slug(source.replace("OWNER", "owner"))  # the dataset trm-package would make

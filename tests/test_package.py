@@ -106,7 +106,8 @@ def test_dataset_files_manifest_and_credential_refusal(tmp_path):
     manifest = write_manifest(tmp_path)
     assert "model/model.pt" in manifest and "README.md" in manifest
     assert manifest["model/model.pt"]["bytes"] == (tmp_path / "model" / "model.pt").stat().st_size
-    for bad in ("noslash", "you/Upper", "you/a", "you/-x-"):
+    assert check_slug("you/abcdef") == "you/abcdef" and check_slug("you/" + "a" * 50)
+    for bad in ("noslash", "you/Upper", "you/a", "you/-x-", "you/trm", "you/abcde", "you/" + "a" * 51):
         with pytest.raises(UserError, match="--slug"):
             check_slug(bad)
     refuse_credentials(tmp_path)
@@ -262,3 +263,13 @@ def test_upload_without_the_kaggle_package_says_how_to_install_it(tmp_path, caps
     monkeypatch.setitem(sys.modules, "kaggle", None)  # `import kaggle...` now raises ImportError
     with pytest.raises(UserError, match=r"needs the kaggle package \(kaggle\S* is missing\): pip install 'trm-kaggle\[upload\]'"):
         upload_bundle(tmp_path / "X", "notes")
+
+
+def test_a_slug_kaggle_would_refuse_at_upload_is_refused_before_anything_is_built(tmp_path, capsys):
+    from trm_kaggle.cli.package import main as package_main
+
+    code = package_main(["--ckpt", "step_72385", "--runs-dir", str(tmp_path / "no-runs"), "--out", str(tmp_path / "b"),
+                         "--slug", "you/trm", "--no-wheels"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("trm-package: error: --slug 'you/trm': expected OWNER/NAME, NAME 6-50")
+    assert "checkpoint" not in err and not (tmp_path / "b").exists()

@@ -105,21 +105,29 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False) -> M
 
 # ---------------------------------------------------------------------------- dataset metadata
 
-SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,}/[a-z0-9][a-z0-9-]{1,48}[a-z0-9]")
+# The kaggle client refuses a dataset slug or title outside 6..50 characters, but only at upload,
+# after the whole build (kaggle_api_extended.dataset_create_new; public report Kaggle/kaggle-cli#321).
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,}/[a-z0-9][a-z0-9-]{4,48}[a-z0-9]")
+TITLE_LENGTH = (6, 50)
 CREDENTIAL_NAMES = {"kaggle.json", "access_token"}
 MANIFEST = "MANIFEST.json"
 
 
 def check_slug(slug: str) -> str:
+    """`slug` if Kaggle will take it as a dataset id (OWNER/NAME, NAME 6-50 characters of a-z,
+    0-9 and '-', not starting or ending with '-'); UserError otherwise, before any work."""
     if not SLUG.fullmatch(slug):
-        raise UserError(f"--slug {slug!r}: expected OWNER/NAME, NAME 3-50 characters of a-z, 0-9 and '-'")
+        raise UserError(f"--slug {slug!r}: expected OWNER/NAME, NAME 6-50 characters of a-z, 0-9 and '-' "
+                        "(the kaggle client refuses shorter names at upload)")
     return slug
 
 
 def dataset_title(slug: str, step: int | None) -> str:
-    """A Kaggle dataset title: 6 to 50 characters."""
-    title = f"TRM {slug.split('/')[1]}" + (f" step {step}" if step is not None else "")
-    return title[:50] if len(title) >= 6 else f"{title} model"
+    """The dataset's title, `TRM NAME step N`, cut to 50 characters (Kaggle takes 6 to 50)."""
+    title = (f"TRM {slug.split('/')[1]}" + (f" step {step}" if step is not None else ""))[:TITLE_LENGTH[1]]
+    if not TITLE_LENGTH[0] <= len(title) <= TITLE_LENGTH[1]:
+        raise UserError(f"dataset title {title!r}: Kaggle takes {TITLE_LENGTH[0]}-{TITLE_LENGTH[1]} characters")
+    return title
 
 
 def refuse_credentials(out: Path) -> None:

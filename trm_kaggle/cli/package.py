@@ -37,8 +37,9 @@ def parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Everything that can be refused before minutes of building."""
-    from trm_kaggle.package import check_upload_possible
+    from trm_kaggle.package import check_slug, check_upload_possible
 
+    check_slug(args.slug)
     if args.upload and not args.message:
         raise UserError("--upload needs -m NOTES (the version notes)")
     if args.message and not args.upload:
