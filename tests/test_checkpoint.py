@@ -139,3 +139,22 @@ def test_a_nonfinite_tensor_is_never_saved_and_never_loaded(tensor, original_cop
     torch.save(state, original_copy)
     with pytest.raises(NonFiniteError, match=rf"step_72385: {tensor} holds NaN or inf"):
         load_checkpoint(original_copy)
+
+
+def test_a_table_without_row_names_never_starts_a_model_silently(original_copy):
+    """init_from_checkpoint refuses unnamed rows; trm-submit's "fresh" starts every row from the
+    table's statistics instead (its hidden tasks are new: no row could match them by name)."""
+    from trm_kaggle.checkpoint import embedding_stats, init_from_checkpoint
+    from trm_kaggle.model import TRM
+
+    (original_copy.parent / "identifiers.json").unlink()
+    ckpt = load_checkpoint(original_copy)
+    assert ckpt.has_unnamed_rows
+    model = TRM(ckpt.config)
+    with pytest.raises(UserError, match="rows have no names"):
+        init_from_checkpoint(model, ckpt, ["<blank>", "a", "b"] + [f"x{i}" for i in range(126)], "mean")
+    copied, fresh = init_from_checkpoint(model, ckpt, ["<blank>", "a", "b"] + [f"x{i}" for i in range(126)], "mean",
+                                         unnamed_rows="fresh")
+    assert (copied, fresh) == (0, 128)
+    mean, _ = embedding_stats(ckpt.state_dict["puzzle_emb.weights"])
+    assert torch.equal(model.puzzle_emb.weights[1], mean) and torch.equal(model.puzzle_emb.weights[128], mean)

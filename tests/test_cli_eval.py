@@ -4,6 +4,7 @@ variants matched to embedding rows by name."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -66,6 +67,50 @@ def test_a_checkpoint_without_rows_for_the_datasets_variants_is_refused(tmp_path
     code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET))
     assert code == 2 and err.count("\n") == 1
     assert "1 of the dataset's variants have no embedding row in the checkpoint (first: 20270e3b)" in err
+
+
+def nameless_original(directory):
+    """The fixture checkpoint as the original code leaves it: no identifiers.json beside it."""
+    directory.mkdir()
+    for name in ("step_72385", "all_config.yaml"):
+        shutil.copy(CHECKPOINT / name, directory / name)
+    return directory / "step_72385"
+
+
+def test_rows_without_names_are_refused_not_matched_by_position(tmp_path, mini_dataset, capsys):
+    """The public failure that scored 0: an original checkpoint without identifiers.json and a
+    dataset of the same size but numbered differently (our build of the same tasks)."""
+    ckpt = nameless_original(tmp_path / "ckpt")
+    assert len(load_identifiers(mini_dataset)) == 129
+    for data in (mini_dataset, REFERENCE_DATASET):
+        code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(data), "--submission", str(tmp_path / "s.json"))
+        assert code == 2 and err.count("\n") == 1 and not (tmp_path / "s.json").exists()
+        assert (f"{ckpt}: its 129 puzzle-embedding rows have no names (no identifiers.json beside it), so they "
+                f"cannot be matched to {data / 'identifiers.json'} by name; pass --identifiers FILE") in err
+        assert "or --rows-by-position if that dataset numbered its variants exactly like this one" in err
+
+
+def test_named_or_explicitly_positional_rows_predict_as_the_named_checkpoint(tmp_path, capsys, caplog):
+    ckpt = nameless_original(tmp_path / "ckpt")
+    logits = {}
+    for name, extra in (("named", []), ("file", ["--identifiers", str(CHECKPOINT / "identifiers.json")]),
+                        ("position", ["--rows-by-position"])):
+        source = CHECKPOINT / "step_72385" if name == "named" else ckpt
+        code, _, err = run(capsys, "--ckpt", str(source), "--data", str(REFERENCE_DATASET), "--limit", "4",
+                           "--dump-logits", str(tmp_path / f"{name}.npz"), *extra)
+        assert code == 0, err
+        assert ("by position (--rows-by-position), not by name" in caplog.text) == (name == "position")
+        logits[name] = np.load(tmp_path / f"{name}.npz")["logits"]
+    np.testing.assert_array_equal(logits["file"], logits["named"])
+    np.testing.assert_array_equal(logits["position"], logits["named"])
+
+
+def test_an_identifiers_file_of_another_size_is_refused(tmp_path, capsys):
+    ckpt = nameless_original(tmp_path / "ckpt")
+    (tmp_path / "ids.json").write_text(json.dumps(["<blank>", "a", "b"]))
+    code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET), "--identifiers",
+                       str(tmp_path / "ids.json"))
+    assert code == 2 and "ids.json: 3 names for a table of 129 puzzle-embedding rows" in err
 
 
 @pytest.mark.parametrize("argv, message", [

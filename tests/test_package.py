@@ -59,6 +59,25 @@ def test_the_slim_export_keeps_the_trunk_and_the_embedding_statistics(tmp_path):
         slim.build_model()
 
 
+def test_keeping_a_table_whose_rows_have_no_names_is_refused_unless_named(tmp_path):
+    from trm_kaggle.cli.package import main as package_main
+
+    nameless = tmp_path / "original"
+    nameless.mkdir()
+    for name in ("step_72385", "all_config.yaml"):
+        shutil.copy(CHECKPOINT_DIR / name, nameless / name)
+    export_model(nameless / "step_72385", tmp_path / "slim")  # slim: the statistics need no names
+    with pytest.raises(UserError, match=r"--keep-embeddings would keep 129 puzzle-embedding rows without names .* "
+                                        "pass --identifiers FILE"):
+        export_model(nameless / "step_72385", tmp_path / "kept", keep_embeddings=True)
+    assert not (tmp_path / "kept").exists()
+    assert package_main(["--ckpt", str(nameless / "step_72385"), "--out", str(tmp_path / "bundle"), "--no-wheels",
+                         "--keep-embeddings", "--identifiers", str(CHECKPOINT_DIR / "identifiers.json"),
+                         "--quiet"]) == 0
+    kept = load_checkpoint(tmp_path / "bundle" / "model")
+    assert kept.identifiers == json.loads((CHECKPOINT_DIR / "identifiers.json").read_text())
+
+
 def test_a_checkpoint_of_ours_exports_its_ema_weights(tmp_path):
     from trm_kaggle.checkpoint import save_checkpoint
     from trm_kaggle.optim import EMA

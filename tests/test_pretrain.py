@@ -167,6 +167,24 @@ def test_init_from_the_original_checkpoint_copies_rows_by_name(data, tmp_path, c
             assert torch.equal(run.model.state_dict()[key], value), key
 
 
+def test_init_from_rows_without_names_is_refused_unless_named(data, tmp_path, capsys):
+    """The original code saves no identifiers.json: its rows cannot silently start a run."""
+    nameless = tmp_path / "original"
+    nameless.mkdir()
+    for name in ("step_72385", "all_config.yaml"):
+        shutil.copy(FIXTURES / "reference_trm" / "checkpoint" / name, nameless / name)
+    init = [f"init_from={nameless / 'step_72385'}", *ORIGINAL_ARCH]
+    with pytest.raises(UserError, match="its 129 puzzle-embedding rows have no names .* pass init_identifiers=FILE "
+                                        r".* or init_rows_by_position=true"):
+        PretrainRun(tiny(data, tmp_path / "run", *init), _single_process())
+    names = FIXTURES / "reference_trm" / "checkpoint" / "identifiers.json"
+    run = PretrainRun(tiny(data, tmp_path / "run2", *init, f"init_identifiers={names}"), _single_process())
+    assert "32 rows copied by name, 96 initialised (mean)" in capsys.readouterr().out  # every task's plain id
+    theirs = load_checkpoint(FIXTURES / "reference_trm" / "checkpoint" / "step_72385").state_dict["puzzle_emb.weights"]
+    first = run.identifiers[1]  # a task's plain id: a row of the original's too
+    assert torch.equal(run.model.puzzle_emb.weights[1], theirs[json.loads(names.read_text()).index(first)])
+
+
 def test_init_from_a_different_architecture_is_refused(data, tmp_path):
     original = FIXTURES / "reference_trm" / "checkpoint" / "step_72385"
     with pytest.raises(UserError, match="arch.hidden_size is 64, this run's is 32"):

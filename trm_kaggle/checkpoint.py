@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ MODEL_FILE, CONFIG_FILE, IDS_FILE, TRAIN_STATE_FILE, META_FILE = (
     "model.pt", "config.json", "identifiers.json", "train_state.pt", "meta.json")
 STATS_FILE = "embedding_stats.pt"  # slim exports: {"mean", "std", "rows"} of the trained rows
 TABLE = "puzzle_emb.weights"
+log = logging.getLogger("trm_kaggle.checkpoint")
 ORIGINAL_PREFIXES = ("_orig_mod.", "model.inner.")
 
 
@@ -62,6 +64,60 @@ class Checkpoint:
     def train_state(self) -> dict[str, Any] | None:
         path = self.source / TRAIN_STATE_FILE
         return torch_load(path) if not self.original_format and path.is_file() else None
+
+    @property
+    def num_rows(self) -> int:
+        return self.config.num_puzzle_identifiers
+
+    @property
+    def has_unnamed_rows(self) -> bool:
+        """A full embedding table whose rows nobody named (the original code saves no
+        identifiers.json): matching them to a dataset by position is a guess."""
+        return TABLE in self.state_dict and self.identifiers is None
+
+
+# ---------------------------------------------------------------------------- naming its rows
+#
+# A row is only meaningful under the name of the variant it trained on. Matching rows by
+# position to a dataset numbered differently gives each task another task's embedding: the
+# failure that scored a public offline TRM notebook 0 (public report sapientinc/HRM#2 is this
+# kind). So rows without names are refused wherever they would be matched, unless the user
+# names them (--identifiers FILE) or asks for position explicitly (--rows-by-position).
+
+def read_identifiers(path: Path, rows: int) -> list[str]:
+    """The names in an identifiers.json for a table of `rows` rows; UserError when they do not fit."""
+    names = read_json_file(path)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: expected a JSON list of identifier names (identifiers.json of a dataset)")
+    if len(names) != rows:
+        raise UserError(f"{path}: {len(names)} names for a table of {rows} puzzle-embedding rows: "
+                        "not the dataset this checkpoint was trained on")
+    return names
+
+
+def name_rows(ckpt: Checkpoint, identifiers: Path | None = None, by_position: list[str] | None = None,
+              against: str = "the dataset", flags: tuple[str, str] = ("--identifiers FILE", "--rows-by-position")
+              ) -> Checkpoint:
+    """Give `ckpt`'s embedding rows names: from an identifiers.json (`identifiers`), or the
+    dataset's own names in order (`by_position`, with a warning). With neither, unnamed rows
+    are a UserError naming `flags`, the options that would resolve it. Returns `ckpt`."""
+    if identifiers is not None:
+        if ckpt.identifiers is not None and TABLE in ckpt.state_dict:
+            raise UserError(f"{flags[0].split()[0]}: {ckpt.source} already names its rows (identifiers.json)")
+        ckpt.identifiers = read_identifiers(identifiers, ckpt.num_rows)
+    elif by_position is not None and ckpt.has_unnamed_rows:
+        if len(by_position) != ckpt.num_rows:
+            raise UserError(f"{flags[1]}: {against} has {len(by_position)} identifiers, {ckpt.source} has "
+                            f"{ckpt.num_rows} rows: position cannot match them")
+        log.warning("%s: rows matched to %s by position (%s), not by name: right only if it was "
+                    "trained on a dataset numbered exactly like this one", ckpt.source, against, flags[1])
+        ckpt.identifiers = list(by_position)
+    elif ckpt.has_unnamed_rows:
+        raise UserError(f"{ckpt.source}: its {ckpt.num_rows} puzzle-embedding rows have no names (no "
+                        f"identifiers.json beside it), so they cannot be matched to {against} by name; pass "
+                        f"{flags[0]} (the identifiers.json of the dataset it was trained on), or {flags[1]} "
+                        "if that dataset numbered its variants exactly like this one")
+    return ckpt
 
 
 # ---------------------------------------------------------------------------- reading
@@ -221,11 +277,15 @@ def embedding_stats(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def init_from_checkpoint(model: TRM, ckpt: Checkpoint, identifiers: list[str], new_rows: str,
-                         seed: int = 0) -> tuple[int, int]:
+                         seed: int = 0, unnamed_rows: str = "refuse") -> tuple[int, int]:
     """Load a checkpoint's trunk into `model` and its puzzle-embedding rows by identifier
     name; rows it lacks start at the mean of its trained rows (`normal`: drawn with their
     per-dimension mean and std). Returns (rows copied, rows initialised), the blank row
-    aside."""
+    aside. A table without row names (see `name_rows`) is a UserError, unless `unnamed_rows`
+    is "fresh": then no row is copied and every row starts from the table's statistics
+    (trm-submit: hidden tasks are new, no row could match them anyway)."""
+    if unnamed_rows != "fresh":
+        name_rows(ckpt)
     check_same_architecture(model, ckpt)
     state = dict(ckpt.state_dict)
     table = state.pop(TABLE, None)

@@ -127,6 +127,8 @@ class PretrainConfig(Frozen):
     ema_rate: float = Field(0.999, gt=0, lt=1)
     init_from: str | None = None  # a checkpoint (ours or original) to start from
     init_new_rows: Literal["mean", "normal"] = "mean"
+    init_identifiers: str | None = None  # names of init_from's rows when it has no identifiers.json
+    init_rows_by_position: bool = False  # or: match its unnamed rows to this dataset by position (warns)
     resume: bool = False
     compile: bool = True  # torch.compile on CUDA; ignored on CPU
     checkpoint_every_steps: int | None = Field(None, ge=1)  # besides every eval and the final step

@@ -16,7 +16,7 @@ import numpy as np
 
 from trm_kaggle.arc import Task, parse_task, read_json
 from trm_kaggle.augment import parse_variant_name
-from trm_kaggle.checkpoint import Checkpoint
+from trm_kaggle.checkpoint import Checkpoint, name_rows
 from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.inference import Predictions, predict
@@ -31,11 +31,9 @@ class Evaluation:
     pass_at: PassAtK | None  # None when the split's tasks have no known outputs
 
 
-def identifier_map(dataset_ids: list[str], checkpoint_ids: list[str] | None, where: Path) -> np.ndarray | None:
+def identifier_map(dataset_ids: list[str], checkpoint_ids: list[str], where: Path) -> np.ndarray | None:
     """dataset row -> checkpoint row, or None when they are the same numbering."""
-    if checkpoint_ids is None or checkpoint_ids == dataset_ids:
-        if checkpoint_ids is None and len(dataset_ids) < 1:
-            raise UserError(f"{where}: no identifiers")
+    if checkpoint_ids == dataset_ids:
         return None
     rows = {name: i for i, name in enumerate(checkpoint_ids)}
     missing = [name for name in dataset_ids[1:] if name not in rows]
@@ -84,16 +82,19 @@ def vote(split: SplitArrays, names: list[str], predictions: Predictions) -> dict
 
 def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", num_aug: int | None = None,
              limit: int | None = None, batch_size: int = 64, keep_steps: bool = False,
-             progress: bool = True, dtype: str | None = None) -> Evaluation:
+             progress: bool = True, dtype: str | None = None, identifiers: Path | None = None,
+             rows_by_position: bool = False) -> Evaluation:
+    """pass@K of `checkpoint` on a split of `data_dir`. Rows are matched to the dataset's
+    variants by name; a checkpoint without row names needs `identifiers` (the identifiers.json
+    it was trained with) or `rows_by_position` (UserError otherwise, see checkpoint.name_rows)."""
     split = load_split(data_dir, split_name)
     names = load_identifiers(data_dir)
-    remap = identifier_map(names, checkpoint.identifiers, Path(data_dir) / "identifiers.json")
-    if remap is None and len(names) != checkpoint.config.num_puzzle_identifiers:
-        raise UserError(f"{data_dir}: {len(names)} identifiers, the checkpoint has "
-                        f"{checkpoint.config.num_puzzle_identifiers} embedding rows and no identifiers.json")
+    ids_file = Path(data_dir) / "identifiers.json"
+    name_rows(checkpoint, identifiers, names if rows_by_position else None, against=str(ids_file))
     if dtype is not None:
         checkpoint.config = checkpoint.config.model_copy(update={"forward_dtype": dtype})
     model = checkpoint.build_model()
+    remap = identifier_map(names, checkpoint.identifiers, ids_file)
     examples = select_examples(split, num_aug, limit)
     predictions = predict(model, split, batch_size, examples, remap, keep_steps, progress=progress)
     tasks = load_tasks(data_dir)

@@ -25,7 +25,7 @@ import yaml
 
 from trm_kaggle import __version__
 from trm_kaggle.checkpoint import (
-    META_FILE, STATS_FILE, TABLE, Checkpoint, embedding_stats, load_checkpoint, save_state, sha256_file)
+    META_FILE, STATS_FILE, TABLE, Checkpoint, embedding_stats, load_checkpoint, name_rows, save_state, sha256_file)
 from trm_kaggle.errors import UserError
 from trm_kaggle.kaggle.options import finetune_defaults
 
@@ -80,11 +80,21 @@ class ModelExport:
     size_bytes: int
 
 
-def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False) -> ModelExport:
-    """Write the Kaggle model directory (our checkpoint format, loadable by load_checkpoint)."""
+def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False,
+                 identifiers: Path | None = None) -> ModelExport:
+    """Write the Kaggle model directory (our checkpoint format, loadable by load_checkpoint).
+    `identifiers` names the rows of a checkpoint saved without them; with `keep_embeddings` the
+    rows must have names (a table nobody can match by name is refused: checkpoint.name_rows)."""
     ckpt = load_checkpoint(ckpt_path)
     if TABLE not in ckpt.state_dict:
         raise UserError(f"{ckpt_path}: already a slim export; package the checkpoint it came from")
+    if identifiers is not None:
+        name_rows(ckpt, identifiers)
+    if keep_embeddings and ckpt.has_unnamed_rows:
+        raise UserError(f"{ckpt_path}: --keep-embeddings would keep {ckpt.num_rows} puzzle-embedding rows without "
+                        "names (no identifiers.json beside it), which nothing could match by name later; pass "
+                        "--identifiers FILE (the identifiers.json of the dataset it was trained on), or package "
+                        "it slim")
     state, ema = averaged_state(ckpt)
     state = {k: v.float() for k, v in state.items()}
     table = state[TABLE]
@@ -189,7 +199,7 @@ class Bundle:
 
 def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_embeddings: bool = False,
                  with_wheels: bool = True, verify: bool = False, force: bool = False, update_lock: bool = False,
-                 verify_torch: str | None = None, progress: bool = True) -> Bundle:
+                 verify_torch: str | None = None, progress: bool = True, identifiers: Path | None = None) -> Bundle:
     """The whole Kaggle dataset directory, built beside `out` and renamed into place; the
     wheel lock is (re)written only once the bundle is complete."""
     from trm_kaggle.wheels import DEFAULT_VERIFY_TORCH, check_python, collect_wheels, verify_install
@@ -202,7 +212,7 @@ def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_em
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        export = export_model(ckpt, staging / "model", keep_embeddings)
+        export = export_model(ckpt, staging / "model", keep_embeddings, identifiers)
         wheels = collect_wheels(python, staging / "wheels", update_lock, progress) if with_wheels else None
         write_dataset_files(staging, slug, export, load_checkpoint(staging / "model").step)
         refuse_credentials(staging)

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from trm_kaggle import __version__, distributed
-from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, load_weights, name_rows, save_checkpoint
 from trm_kaggle.config import PretrainConfig
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler
@@ -91,6 +91,9 @@ class PretrainRun:
 
     def initialise_from(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
+        ids = self.config.init_identifiers
+        name_rows(ckpt, Path(ids) if ids else None, self.identifiers if self.config.init_rows_by_position else None,
+                  against=f"{self.data}/identifiers.json", flags=("init_identifiers=FILE", "init_rows_by_position=true"))
         copied, fresh = init_from_checkpoint(self.model, ckpt, self.identifiers, self.config.init_new_rows,
                                              self.config.seed)
         self.log(f"init_from {path}: trunk loaded; puzzle embeddings: {copied} rows copied by name, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -27,12 +28,19 @@ def parser() -> argparse.ArgumentParser:
                    help="forward dtype (default: the checkpoint's on GPU, float32 on CPU)")
     p.add_argument("--submission", type=Path, help="write a complete submission.json here")
     p.add_argument("--dump-logits", type=Path, help="write every ACT step's logits and q_halt here (.npz)")
+    p.add_argument("--identifiers", type=Path, metavar="FILE",
+                   help="names of the checkpoint's embedding rows (the identifiers.json of the dataset it was "
+                        "trained on), for a checkpoint saved without them, as the original code saves them")
+    p.add_argument("--rows-by-position", action="store_true",
+                   help="match a checkpoint's unnamed rows to --data's variants by position (warns; right only "
+                        "if it was trained on a dataset numbered exactly like --data)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
 
     def body() -> None:
         import torch
@@ -43,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         dtype = args.dtype or (None if torch.cuda.is_available() else "float32")
         result = evaluate(load_checkpoint(args.ckpt), args.data, args.split, args.num_aug, args.limit,
                           args.batch_size, keep_steps=args.dump_logits is not None,
-                          progress=not args.quiet, dtype=dtype)
+                          progress=not args.quiet, dtype=dtype, identifiers=args.identifiers,
+                          rows_by_position=args.rows_by_position)
         if args.dump_logits:
             write_logits(args.dump_logits, result.predictions)
         if args.submission:

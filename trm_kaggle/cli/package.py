@@ -21,6 +21,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default="3.11", help="the Kaggle image's Python (3.11: ARC Prize 2025; 3.12: newer)")
     p.add_argument("--slug", default="you/trm-arc", help="the Kaggle dataset id, OWNER/NAME")
     p.add_argument("--keep-embeddings", action="store_true", help="keep the full puzzle-embedding table")
+    p.add_argument("--identifiers", type=Path, metavar="FILE",
+                   help="names of the embedding rows (the identifiers.json of the training dataset), for a "
+                        "checkpoint saved without them; needed with --keep-embeddings")
     p.add_argument("--no-wheels", action="store_true", help="model and metadata only")
     p.add_argument("--update-lock", action="store_true",
                    help="re-resolve the wheels from the index and rewrite wheels/lock-py3XX.txt")
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle = build_bundle(ckpt, args.out, args.slug, args.python, args.keep_embeddings,
                               with_wheels=not args.no_wheels, verify=args.verify, force=args.force,
                               update_lock=args.update_lock, verify_torch=args.verify_torch,
-                              progress=not args.quiet)
+                              progress=not args.quiet, identifiers=args.identifiers)
         print(bundle.summary())
         if not args.no_wheels:
             from trm_kaggle.wheels import kaggle_image_note

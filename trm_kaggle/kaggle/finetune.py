@@ -51,7 +51,11 @@ def build_model(spec: WorkerSpec, device: torch.device, identifiers: list[str]) 
     config = ckpt.config.model_copy(update={"num_puzzle_identifiers": len(identifiers), "forward_dtype": dtype})
     torch.manual_seed(spec.options.seed)
     model = TRM(config)
-    copied, fresh = init_from_checkpoint(model, ckpt, identifiers, spec.options.new_rows, spec.options.seed)
+    if ckpt.has_unnamed_rows:
+        log.warning("model %s: its embedding table has no row names: every task starts from the table's "
+                    "statistics, as with a slim export", spec.model_dir)
+    copied, fresh = init_from_checkpoint(model, ckpt, identifiers, spec.options.new_rows, spec.options.seed,
+                                         unnamed_rows="fresh")
     log.info("model %s: %d embedding rows copied by name, %d new (%s)", spec.model_dir, copied, fresh,
              spec.options.new_rows)
     return model.to(device)
