@@ -19,7 +19,9 @@ from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.cli.pretrain import CONF_DIR, load_config, main
 from trm_kaggle.dataset.build import build_dataset
 from trm_kaggle.errors import UserError
+from trm_kaggle.evaluate import load_tasks
 from trm_kaggle.pretrain import PretrainRun, run_pretraining
+from trm_kaggle.submission import validate_submission
 from trm_kaggle.train import TrainStep
 
 from conftest import FIXTURES, mini_options
@@ -221,7 +223,21 @@ def test_evaluation_during_training_logs_pass_at_k(data, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "pass@1" in r]
     assert len(evals) == 1 and 0 <= evals[0]["pass@1"] <= 1 and "kaggle_pass@2" in evals[0]
-    assert (tmp_path / "run" / f"step_{evals[0]['step']}").is_dir()
+    step_dir = tmp_path / "run" / f"step_{evals[0]['step']}"
+    # Beside the checkpoint: the evaluation's complete submission and its pass@K, hashed in meta.json.
+    submission = json.loads((step_dir / "eval" / "submission.json").read_text())
+    assert validate_submission(submission, load_tasks(data)) == []
+    scores = json.loads((step_dir / "eval" / "pass_at_k.json").read_text())
+    assert scores["step"] == evals[0]["step"] and scores["per_task"]["1"] == evals[0]["pass@1"]
+    assert scores["per_output"]["2"] == evals[0]["kaggle_pass@2"] and scores["num_aug"] == 1
+    meta = json.loads((step_dir / "meta.json").read_text())
+    assert {"eval/submission.json", "eval/pass_at_k.json"} <= set(meta["sha256"])
+    load_checkpoint(step_dir)  # the hashes verify
+    (step_dir / "eval" / "pass_at_k.json").write_text("{}")
+    with pytest.raises(UserError, match="pass_at_k.json: SHA-256 differs"):
+        load_checkpoint(step_dir)
+    final = tmp_path / "run" / "step_16"
+    assert final != step_dir and not (final / "eval").exists()  # no evaluation at that step
 
 
 def test_a_divergent_run_stops_with_exit_2_and_its_newest_checkpoint_stays_finite(data, tmp_path, capsys):

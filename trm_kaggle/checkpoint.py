@@ -324,7 +324,7 @@ def sha256_file(path: Path) -> str:
 
 
 def fsync_tree(directory: Path) -> None:
-    for path in [*directory.iterdir(), directory]:
+    for path in [*sorted(directory.rglob("*"), reverse=True), directory]:  # files before their directory
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -365,8 +365,9 @@ def save_state(directory: str | Path, config: ModelConfig, state_dict: dict[str,
         for name, obj in (torch_files or {}).items():
             torch.save(obj, staging / name)
         for name, data in (extra_files or {}).items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
-        hashes = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+        hashes = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
         fields = {"format": FORMAT, "step": step} | (meta or {}) | {"sha256": hashes}
         (staging / META_FILE).write_text(json.dumps(fields, indent=2))
         fsync_tree(staging)

@@ -9,6 +9,7 @@ carry: a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import subprocess
@@ -32,7 +33,10 @@ from trm_kaggle.model import TRM
 from trm_kaggle.optim import EMA
 from trm_kaggle.run_dir import MetricsLog, latest_checkpoint, prune
 from trm_kaggle.train import Schedule, TrainStep, flops_per_example
-from trm_kaggle.vote import pass_at_k
+from trm_kaggle.submission import submission_text
+from trm_kaggle.vote import PassAtK, build_submission, pass_at_k
+
+EVAL_DIR = "eval"  # step_N/eval/: what the evaluation at that step predicted and scored
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
 
@@ -42,6 +46,7 @@ class PretrainRun:
         self.config, self.world = config, world
         self.log = log if world.is_main else (lambda *a, **k: None)
         self.data, self.run_dir = Path(config.data_path), Path(config.run_dir)
+        self.eval_files: dict[str, bytes] = {}  # the last evaluation's, saved with the next checkpoint
         self.split = load_split(self.data, "train")
         self.identifiers = load_identifiers(self.data)
         self.model_config = config.arch.to_model_config(len(self.identifiers), world.device.type == "cuda")
@@ -218,9 +223,13 @@ class PretrainRun:
         if self.world.is_main:
             tokens, q_halt, index = (np.concatenate([p[i] for p in parts]) for i in range(3))
             ranked = vote(test, self.identifiers, Predictions(tokens, q_halt, index))
-            solutions = {t.id: [p.output for p in t.test] for t in load_tasks(self.data) if t.has_solutions}
-            if solutions and ranked:
-                self.log_eval(pass_at_k(ranked, solutions))
+            tasks = load_tasks(self.data)
+            solutions = {t.id: [p.output for p in t.test] for t in tasks if t.has_solutions}
+            result = pass_at_k(ranked, solutions) if solutions and ranked else None
+            if result is not None:
+                self.log_eval(result)
+            self.eval_files = eval_files(tasks, ranked, result, self.step_fn.step, len(examples),
+                                         self.config.eval_num_aug)
         distributed.barrier()
 
     def log_eval(self, result) -> None:
@@ -241,16 +250,29 @@ class PretrainRun:
             state = {"train_step": self.step_fn.state_dict(), "sampler": self.sampler.state_dict(),
                      "carries": carries, "rng": rngs, "elapsed": self.elapsed,
                      "global_batch_size": self.config.global_batch_size, "world_size": self.world.world_size}
+            config_yaml = yaml.safe_dump(self.config.model_dump(), sort_keys=False).encode()
             save_checkpoint(path, self.model, self.identifiers, step,
                             extra_config={"pretrain": self.config.model_dump()}, train_state=state,
-                            extra_files={"config.yaml": yaml.safe_dump(self.config.model_dump(), sort_keys=False).encode()},
+                            extra_files={"config.yaml": config_yaml} | self.eval_files,
                             meta={"wall_seconds": round(self.elapsed, 1), "version": __version__,
                                   "git_commit": git_commit()})
+            self.eval_files = {}  # an evaluation's files go with the checkpoint of its step only
             for old in prune(self.run_dir, self.config.keep_last):
                 self.log(f"keep_last={self.config.keep_last}: removed {old.name}")
             self.log(f"saved {path}")
         distributed.barrier()
         return path
+
+
+def eval_files(tasks: list, ranked: dict, result: PassAtK | None, step: int, examples: int,
+               num_aug: int | None) -> dict[str, bytes]:
+    """What an evaluation leaves beside its checkpoint (seed 002): the complete, valid
+    submission it implies and its pass@K, so the checkpoint's predictions can be inspected or
+    scored later without re-running. Keys are paths inside step_N/."""
+    scores = {"step": step, "examples": examples, "num_aug": num_aug,
+              "per_task": result.per_task if result else None, "per_output": result.per_output if result else None}
+    return {f"{EVAL_DIR}/submission.json": submission_text(build_submission(tasks, ranked), tasks).encode(),
+            f"{EVAL_DIR}/pass_at_k.json": json.dumps(scores, indent=2).encode()}
 
 
 def distributed_sums(values: dict[str, float], world: distributed.Dist) -> dict[str, float]:

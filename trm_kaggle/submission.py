@@ -182,11 +182,17 @@ def to_json(parsed: Parsed) -> dict[str, list[dict[str, list]]]:
             for task_id, pairs in parsed.items()}
 
 
+def submission_text(submission: Any, expected: Expected | None = None) -> str:
+    """The validated submission as the JSON text written to submission.json; SubmissionError
+    when it is malformed."""
+    return json.dumps(to_json(_parsed_or_raise(submission, expected)), separators=(",", ":"))
+
+
 def write_submission(path: Path, submission: Any, expected: Expected | None = None) -> None:
     """Validate, then write atomically: a temporary file in the same directory, fsync'd, then
     renamed over `path`, so a crash or a full disk leaves the old file or none, never half a one.
     Raises SubmissionError (and writes nothing) when the submission is malformed."""
-    text = json.dumps(to_json(_parsed_or_raise(submission, expected)), separators=(",", ":"))
+    text = submission_text(submission, expected)
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
