@@ -158,3 +158,8 @@ def test_a_table_without_row_names_never_starts_a_model_silently(original_copy):
     assert (copied, fresh) == (0, 128)
     mean, _ = embedding_stats(ckpt.state_dict["puzzle_emb.weights"])
     assert torch.equal(model.puzzle_emb.weights[1], mean) and torch.equal(model.puzzle_emb.weights[128], mean)
+
+
+def test_a_directory_of_original_checkpoints_says_which_file_to_pass(original_copy):
+    with pytest.raises(UserError, match=r"a directory of original-TRM checkpoints \(step_72385\); pass the file"):
+        load_checkpoint(original_copy.parent)

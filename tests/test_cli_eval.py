@@ -105,12 +105,31 @@ def test_named_or_explicitly_positional_rows_predict_as_the_named_checkpoint(tmp
     np.testing.assert_array_equal(logits["position"], logits["named"])
 
 
-def test_an_identifiers_file_of_another_size_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("names, message", [
+    (["<blank>", "a", "b"], "ids.json: 3 names for a table of 129 puzzle-embedding rows"),
+    (["<blank>"] + ["x"] * 128, "ids.json: 'x' names more than one row"),
+    (["a"] * 128 + ["<blank>"], "ids.json: the first name is 'a', not '<blank>'"),
+    ({"a": 1}, "ids.json: expected a JSON list of identifier names"),
+])
+def test_an_identifiers_file_that_cannot_name_the_rows_is_refused(names, message, tmp_path, capsys):
     ckpt = nameless_original(tmp_path / "ckpt")
-    (tmp_path / "ids.json").write_text(json.dumps(["<blank>", "a", "b"]))
+    (tmp_path / "ids.json").write_text(json.dumps(names))
     code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET), "--identifiers",
                        str(tmp_path / "ids.json"))
-    assert code == 2 and "ids.json: 3 names for a table of 129 puzzle-embedding rows" in err
+    assert code == 2 and message in err and err.count("\n") == 1
+    shutil.copy(tmp_path / "ids.json", ckpt.parent / "identifiers.json")  # the same file beside it
+    code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET))
+    assert code == 2 and message.replace("ids.json", "identifiers.json") in err
+
+
+def test_unusable_output_paths_and_conflicting_flags_fail_before_any_inference(tmp_path, capsys):
+    ckpt = nameless_original(tmp_path / "ckpt")
+    for extra, message in (
+            (["--submission", str(tmp_path / "nodir" / "s.json")], "--submission "),
+            (["--dump-logits", str(tmp_path / "nodir" / "x.npz")], "--dump-logits "),
+            (["--identifiers", str(CHECKPOINT / "identifiers.json"), "--rows-by-position"], "give one")):
+        code, out, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET), *extra)
+        assert code == 2 and message in err and out == ""
 
 
 @pytest.mark.parametrize("argv, message", [

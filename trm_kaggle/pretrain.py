@@ -96,12 +96,13 @@ class PretrainRun:
 
     def initialise_from(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
-        ids = self.config.init_identifiers
-        name_rows(ckpt, Path(ids) if ids else None, self.identifiers if self.config.init_rows_by_position else None,
+        ids, by_position = self.config.init_identifiers, self.config.init_rows_by_position
+        how = "by position" if by_position and ckpt.has_unnamed_rows and not ids else "by name"
+        name_rows(ckpt, Path(ids) if ids else None, self.identifiers if by_position else None,
                   against=f"{self.data}/identifiers.json", flags=("init_identifiers=FILE", "init_rows_by_position=true"))
         copied, fresh = init_from_checkpoint(self.model, ckpt, self.identifiers, self.config.init_new_rows,
                                              self.config.seed)
-        self.log(f"init_from {path}: trunk loaded; puzzle embeddings: {copied} rows copied by name, "
+        self.log(f"init_from {path}: trunk loaded; puzzle embeddings: {copied} rows copied {how}, "
                  f"{fresh} initialised ({self.config.init_new_rows})")
 
     def restore(self, path: Path) -> None:

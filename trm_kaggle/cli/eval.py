@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--num-aug", args.num_aug)):
             if value is not None and value < (0 if flag == "--num-aug" else 1):
                 raise_usage(f"{flag} must be {'>= 0' if flag == '--num-aug' else '>= 1'}, got {value}")
+        if args.identifiers and args.rows_by_position:
+            raise_usage("--identifiers names the rows, --rows-by-position guesses them: give one")
+        for flag, path in (("--submission", args.submission), ("--dump-logits", args.dump_logits)):
+            if path is not None and not path.parent.is_dir():  # before minutes of inference, not after
+                raise_usage(f"{flag} {path}: {path.parent} is not a directory")
         dtype = args.dtype or (None if torch.cuda.is_available() else "float32")
         result = evaluate(load_checkpoint(args.ckpt), args.data, args.split, args.num_aug, args.limit,
                           args.batch_size, keep_steps=args.dump_logits is not None,

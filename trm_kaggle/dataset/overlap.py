@@ -83,7 +83,7 @@ def training_pairs(subset: str, task: Task, in_test_set: bool) -> Iterator[tuple
                 yield PairRef(subset, task.id, "test", i), pair
 
 
-def test_pair_keys(subset: str, tasks: Iterable[Task]) -> dict[bytes, PairRef]:
+def answer_keys(subset: str, tasks: Iterable[Task]) -> dict[bytes, PairRef]:
     """Canonical key -> the test pair it came from, for test pairs with known outputs."""
     keys = {}
     for task in tasks:
@@ -103,19 +103,25 @@ def all_pair_keys(subsets: dict[str, Sequence[Task]]) -> dict[bytes, PairRef]:
     return keys
 
 
-def find_leaks(subsets: dict[str, Sequence[Task]], test_set: str,
-               test_keys: dict[bytes, PairRef]) -> list[Leak]:
-    """Every train-split pair whose content equals one of `test_keys` from another task.
+def find_leaks(subsets: dict[str, Sequence[Task]], test_set: str, test_keys: dict[bytes, PairRef],
+               held_out_keys: dict[bytes, PairRef] | None = None) -> list[Leak]:
+    """Every train-split pair whose content equals a test answer of another task.
 
-    A task's own demonstrations are never a leak of its own test answer: at test time they
-    are given. `test_keys` comes from `test_pair_keys` (of the test set, and of held-out tasks)."""
+    `test_keys` are the test set's answers, `held_out_keys` those of tasks held out entirely
+    (both from `answer_keys`). A task's own demonstrations are never a leak of its own
+    answer: at test time they are given. Nor are the test set's demonstrations a leak of another
+    test-set task's answer: on Kaggle every hidden task's demonstrations are trained on too, so
+    the dataset reproduces that, and the test set is never edited for it. Held-out answers
+    are checked against every pair, the test set's demonstrations included."""
+    held_out_keys = held_out_keys or {}
     leaks = []
-    if not test_keys:  # e.g. hidden tasks, whose test outputs nobody knows
+    if not test_keys and not held_out_keys:  # e.g. hidden tasks, whose test outputs nobody knows
         return leaks
     for subset, tasks in subsets.items():
+        keys = held_out_keys if subset == test_set else test_keys | held_out_keys
         for task in tasks:
             for ref, pair in training_pairs(subset, task, subset == test_set):
-                found = test_keys.get(pair_key(pair.input, pair.output))
+                found = keys.get(pair_key(pair.input, pair.output))
                 if found is not None and found.task != task.id:
                     leaks.append(Leak(ref, found))
     return leaks

@@ -9,7 +9,8 @@ Three steps, in this order, before any variant is chosen:
    of a Kaggle score is fine-tuning on tasks never seen in pretraining).
 3. Every train-split pair equal to a test pair of another task (of the test set or the held-out
    tasks), up to dihedral transforms and colour permutations, is dropped with a warning, or
-   kept with `--allow-overlap` (overlap.py).
+   kept with `--allow-overlap` (overlap.py; the test set's own demonstrations are compared with
+   held-out answers only, as on Kaggle every hidden task's demonstrations are trained on).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trm_kaggle.arc import Task, load_source
-from trm_kaggle.dataset.overlap import Leak, all_pair_keys, find_leaks, test_pair_keys, without_pairs
+from trm_kaggle.arc import Task, describe_source, load_source
+from trm_kaggle.dataset.overlap import Leak, all_pair_keys, answer_keys, find_leaks, without_pairs
 from trm_kaggle.errors import UserError
 
 log = logging.getLogger("trm_kaggle.dataset")
@@ -36,10 +37,11 @@ class Selection:
     leaks: list[Leak] = field(default_factory=list)          # train pairs equal to a test pair
     dropped_tasks: list[str] = field(default_factory=list)   # tasks left with nothing to train on
     leaks_kept: bool = False
+    excluded_with: dict | None = None                        # the other source, its version and file hashes
 
     def record(self) -> dict:
         """What build.json keeps of the selection."""
-        return {"excluded_test_tasks": self.excluded, "held_out_tasks": [t.id for t in self.holdout],
+        return {"excluded_with": self.excluded_with, "excluded_test_tasks": self.excluded, "held_out_tasks": [t.id for t in self.holdout],
                 "overlapping_pairs": [leak.text(self.leaks_kept) for leak in self.leaks],
                 "overlap_policy": "kept" if self.leaks_kept else "dropped",
                 "tasks_left_without_pairs": self.dropped_tasks}
@@ -74,22 +76,35 @@ def parse_other_source(spec: str) -> tuple[str, tuple[str, ...]]:
 
 def exclude_overlap(subsets: dict[str, list[Task]], test_set: str, other: str) -> list[str]:
     """Remove (in place) test-set tasks with a test pair found anywhere in `other`; their ids."""
+    unsolved = [t.id for t in subsets[test_set] if not t.has_solutions]
+    if unsolved:
+        raise UserError(f"--exclude-overlap-with: test-set task {unsolved[0]} has no known test outputs "
+                        f"({len(unsolved)} tasks lack them): its answers cannot be compared")
     source, names = parse_other_source(other)
-    keys = all_pair_keys(load_source(source, names))
-    excluded = [t.id for t in subsets[test_set] if test_pair_keys(test_set, [t]).keys() & keys.keys()]
+    tasks = load_source(source, names)
+    blind = sum(not t.has_solutions for group in tasks.values() for t in group)
+    if blind:
+        log.warning("%s: %d tasks have no known test outputs: only their demonstrations are compared", other, blind)
+    keys = all_pair_keys(tasks)
+    excluded = [t.id for t in subsets[test_set] if answer_keys(test_set, [t]).keys() & keys.keys()]
     subsets[test_set] = [t for t in subsets[test_set] if t.id not in excluded]
+    if not subsets[test_set]:
+        raise UserError(f"--exclude-overlap-with {other}: every task of the test set {test_set} has a test answer "
+                        "in it; nothing would be left to test on")
     if excluded:
-        log.warning("%d %s tasks have a test answer in %s, excluded: %s", len(excluded), test_set, other,
-                    ", ".join(excluded))
+        shown = ", ".join(excluded[:MAX_WARNINGS]) + (f" and {len(excluded) - MAX_WARNINGS} more"
+                                                      if len(excluded) > MAX_WARNINGS else "")
+        log.warning("%d %s tasks have a test answer in %s, excluded: %s", len(excluded), test_set, other, shown)
     return excluded
 
 
-def hold_out(subsets: dict[str, list[Task]], test_set: str, count: int, seed: int) -> list[Task]:
+def hold_out(subsets: dict[str, list[Task]], test_set: str, count: int, seed: int, excluded: bool = False
+             ) -> list[Task]:
     """Remove (in place) `count` test-set tasks chosen by `seed`; them, in file order."""
     tasks = subsets[test_set]
     if count >= len(tasks):
-        raise UserError(f"--holdout {count}: the test set {test_set} has {len(tasks)} tasks; "
-                        "at least one must stay in the dataset")
+        raise UserError(f"--holdout {count}: the test set {test_set} has {len(tasks)} tasks"
+                        f"{' after --exclude-overlap-with' if excluded else ''}; at least one must stay in the dataset")
     unsolved = [t.id for t in tasks if not t.has_solutions]
     if unsolved:
         raise UserError(f"--holdout: test-set task {unsolved[0]} has no known test outputs "
@@ -111,12 +126,12 @@ def drop_leaks(subsets: dict[str, list[Task]], leaks: list[Leak], test_set: str)
             pairs = drop.get((subset, task.id))
             smaller = task if pairs is None else without_pairs(task, pairs, subset == test_set)
             if smaller is None:
-                emptied.append(task.id)
+                emptied.append(f"{subset} task {task.id}")
             else:
                 kept.append(smaller)
         subsets[subset] = kept
     if emptied:
-        log.warning("tasks left with no pairs to train on, removed: %s", ", ".join(emptied))
+        log.warning("left with no pairs to train on, removed from the dataset: %s", ", ".join(emptied))
     return emptied
 
 
@@ -127,13 +142,11 @@ def select(subsets: dict[str, list[Task]], test_set: str, *, exclude_overlap_wit
     selection = Selection(subsets, leaks_kept=allow_overlap)
     if exclude_overlap_with:
         selection.excluded = exclude_overlap(subsets, test_set, exclude_overlap_with)
-    if not subsets[test_set]:
-        raise UserError(f"--exclude-overlap-with {exclude_overlap_with}: every task of the test set "
-                        f"{test_set} is in it; nothing would be left to test on")
+        selection.excluded_with = describe_source(*parse_other_source(exclude_overlap_with))
     if holdout:
-        selection.holdout = hold_out(subsets, test_set, holdout, holdout_seed)
-    keys = test_pair_keys(test_set, subsets[test_set]) | test_pair_keys(f"{test_set} (held out)", selection.holdout)
-    selection.leaks = find_leaks(subsets, test_set, keys)
+        selection.holdout = hold_out(subsets, test_set, holdout, holdout_seed, bool(selection.excluded))
+    selection.leaks = find_leaks(subsets, test_set, answer_keys(test_set, subsets[test_set]),
+                                 answer_keys(f"{test_set} (held out)", selection.holdout))
     for leak in selection.leaks[:MAX_WARNINGS]:
         log.warning(leak.text(allow_overlap))
     if len(selection.leaks) > MAX_WARNINGS:
