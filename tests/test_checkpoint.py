@@ -31,6 +31,7 @@ def test_loads_an_original_checkpoint_with_its_config_and_identifiers():
     assert (c.hidden_size, c.num_heads, c.H_cycles, c.L_cycles, c.L_layers, c.puzzle_tokens) == (64, 4, 2, 2, 2, 16)
     assert (c.num_puzzle_identifiers, c.halt_max_steps, c.forward_dtype) == (129, 3, "float32")
     assert ckpt.original_format and len(ckpt.identifiers) == 129 and ckpt.identifiers[0] == "<blank>"
+    assert ckpt.step == 72385  # from the file's name: the original saves no step
     assert ckpt.extra_config["global_batch_size"] == 768
     model = ckpt.build_model()
     assert not model.training

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -229,8 +230,10 @@ def load_original(path: Path) -> Checkpoint:
     config = model_config_from_original(run_config["arch"], table.shape[0], str(config_path))
     ids_path = path.parent / "identifiers.json"
     identifiers = read_identifiers(ids_path, table.shape[0]) if ids_path.is_file() else None
+    named_step = re.fullmatch(r"step_(\d+)", path.name)  # the original names its files by step
     return Checkpoint(config, state, identifiers, path, original_format=True,
-                      extra_config={k: v for k, v in run_config.items() if k != "arch"})
+                      extra_config={k: v for k, v in run_config.items() if k != "arch"},
+                      step=int(named_step.group(1)) if named_step else None)
 
 
 def verify_hashes(directory: Path, meta: dict[str, Any]) -> None:
