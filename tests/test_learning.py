@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from trm_kaggle.config import ModelConfig
+from trm_kaggle.config import tiny_model_config
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler
@@ -52,9 +52,8 @@ def test_a_tiny_trm_learns_real_tasks(tmp_path):
     data = few_tasks_dataset(tmp_path)
     split = load_split(data, "train")
     assert split.num_examples == 11
-    config = ModelConfig(num_puzzle_identifiers=split.metadata.num_puzzle_identifiers, hidden_size=64,
-                         num_heads=2, L_layers=1, puzzle_emb_ndim=64, puzzle_emb_len=1, H_cycles=1,
-                         L_cycles=1, halt_max_steps=1, forward_dtype="float32")
+    config = tiny_model_config(split.metadata.num_puzzle_identifiers, hidden_size=64, puzzle_emb_ndim=64,
+                               expansion=4.0, H_cycles=1, halt_max_steps=1)
     model = TRM(config)
     assert train_exact_rate(model, data) == 0
     step = TrainStep(model, Schedule(lr=3e-3, warmup_steps=10, total_steps=STEPS, min_ratio=0.05),

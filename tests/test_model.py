@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trm_kaggle.checkpoint import load_checkpoint
-from trm_kaggle.config import ModelConfig
+from trm_kaggle.config import ModelConfig, tiny_model_config
 from trm_kaggle.layers import swiglu_width, trunc_normal_
 from trm_kaggle.losses import IGNORE_LABEL, act_loss, log_stablemax
 from trm_kaggle.model import TRM
@@ -18,9 +18,8 @@ CHECKPOINT = FIXTURES / "reference_trm" / "checkpoint"
 
 
 def tiny(**changes) -> ModelConfig:
-    fields = dict(num_puzzle_identifiers=7, hidden_size=32, num_heads=2, puzzle_emb_ndim=32, H_cycles=2,
-                  L_cycles=2, halt_max_steps=3, forward_dtype="float32", seq_len=900)
-    return ModelConfig(**(fields | changes))
+    fields = dict(L_layers=2, L_cycles=2, expansion=4.0, puzzle_emb_len=16, halt_max_steps=3)
+    return tiny_model_config(7, **(fields | changes))
 
 
 def random_batch(config: ModelConfig, size: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from trm_kaggle.checkpoint import load_checkpoint
+from trm_kaggle.config import TINY_MODEL
 from trm_kaggle.cli.pretrain import CONF_DIR, load_config, main
 from trm_kaggle.dataset.build import build_dataset
 from trm_kaggle.errors import UserError
@@ -65,6 +66,9 @@ def test_the_presets_hold_their_recipes():
     assert (paper.arch.H_cycles, paper.arch.L_cycles, paper.epochs) == (3, 4, 100_000)
     post = load_config(["preset=arc2_posttrain", "data_path=d", "run_dir=r", "lr=3e-4"])
     assert (post.global_batch_size, post.lr, post.puzzle_emb_lr, post.embeddings_only_fraction) == (384, 3e-4, 2e-2, 0.25)
+    tiny_arch = load_config(["preset=cpu_tiny", "data_path=d", "run_dir=r"]).arch.model_dump()
+    assert {k: tiny_arch[k] for k in TINY_MODEL if k != "forward_dtype"} == \
+        {k: v for k, v in TINY_MODEL.items() if k != "forward_dtype"}  # the preset is the tests' tiny TRM
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from trm_kaggle.config import ModelConfig
+from trm_kaggle.config import TINY_MODEL, tiny_model_config
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_split
 from trm_kaggle.errors import UserError
@@ -21,7 +21,7 @@ from trm_kaggle.kaggle.infer import round_order
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
 from trm_kaggle.model import TRM
 
-from submit_helpers import TINY, hidden_tasks, tiny_bundle, write_challenges
+from submit_helpers import hidden_tasks, tiny_bundle, write_challenges
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_inference_order_gives_every_test_input_its_original_first(tmp_path):
 
 def test_lora_starts_at_the_packaged_model_and_merges_back():
     torch.manual_seed(0)
-    config = ModelConfig(num_puzzle_identifiers=3, **TINY)
+    config = tiny_model_config(3)
     plain, lora = TRM(config).eval(), TRM(config).eval()
     lora.load_state_dict(plain.state_dict())
     trainable = add_lora(lora, rank=4)
@@ -139,7 +139,7 @@ def test_the_packages_fine_tune_recipe_applies_unless_given_explicitly(bundle, t
     from trm_kaggle.kaggle.options import SubmitOptions, finetune_defaults, with_package_defaults
 
     recipe = yaml.safe_load((bundle / "model" / "config.yaml").read_text())
-    assert recipe["finetune"] == finetune_defaults() and recipe["model"]["hidden_size"] == TINY["hidden_size"]
+    assert recipe["finetune"] == finetune_defaults() and recipe["model"]["hidden_size"] == TINY_MODEL["hidden_size"]
     recipe["finetune"] |= {"lr": 5e-4, "mode": "full"}
     given = SubmitOptions(out=tmp_path / "s.json", mode="lora")
     merged = with_package_defaults(given, paths.package_finetune(bundle / "model") | recipe["finetune"])
@@ -155,7 +155,7 @@ def test_a_compiled_model_that_fails_hands_inference_to_the_eager_one(tmp_path, 
     build_dataset(BuildOptions(source="x", subsets=("h",), test_set="h", out=tmp_path / "d", num_aug=1,
                                progress=False), {"h": tasks})
     split = load_split(tmp_path / "d", "test")
-    model = TRM(ModelConfig(num_puzzle_identifiers=split.metadata.num_puzzle_identifiers, **TINY)).eval()
+    model = TRM(tiny_model_config(split.metadata.num_puzzle_identifiers)).eval()
 
     class BrokenCompile(torch.nn.Module):
         config = model.config

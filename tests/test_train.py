@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trm_kaggle.config import ModelConfig
+from trm_kaggle.config import tiny_model_config
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.model import TRM
 from trm_kaggle.optim import EMA
@@ -21,8 +21,7 @@ def batch(size: int = 4) -> dict[str, torch.Tensor]:
 
 def tiny_model() -> TRM:
     torch.manual_seed(0)
-    return TRM(ModelConfig(num_puzzle_identifiers=6, hidden_size=32, num_heads=2, L_layers=1, puzzle_emb_ndim=32,
-                           puzzle_emb_len=1, H_cycles=1, L_cycles=1, halt_max_steps=2, forward_dtype="float32"))
+    return TRM(tiny_model_config(6, H_cycles=1, expansion=4.0))
 
 
 def test_embeddings_only_phase_leaves_the_trunk_and_unused_rows_alone():

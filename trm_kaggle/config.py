@@ -55,6 +55,17 @@ class ModelConfig(Frozen):
                              f"{self.puzzle_tokens} tokens of {self.hidden_size}")
 
 
+TINY_MODEL = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=1, expansion=2.0, puzzle_emb_ndim=32,
+                  puzzle_emb_len=1, halt_max_steps=2, forward_dtype="float32")
+
+
+def tiny_model_config(num_puzzle_identifiers: int = 3, **changes) -> ModelConfig:
+    """The one tiny TRM (hidden 32, 1 layer, 2×1 cycles, 2 ACT steps, float32) that CPU tests,
+    the dry run and the golden trace share; `changes` override any field. The `cpu_tiny`
+    preset holds the same shape for trm-pretrain."""
+    return ModelConfig(num_puzzle_identifiers=num_puzzle_identifiers, **(TINY_MODEL | changes))
+
+
 # Keys of the original's `arch:` block that name code paths we implement one way only.
 _ORIGINAL_ONLY = {"mlp_t": False, "no_ACT_continue": True}
 _ORIGINAL_IGNORED = {"name", "loss", "H_layers", "batch_size"}

