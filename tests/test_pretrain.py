@@ -77,6 +77,11 @@ def test_the_presets_hold_their_recipes():
     (["arch.hiden_size=4"], "hiden_size"),
     (["global_batch_size=0"], "global_batch_size"),
     (["preset=arc3"], "arc3"),
+    (["arch.H_cycles=0"], "config: arch.H_cycles: Input should be greater than or equal to 1"),
+    (["arch.halt_exploration_prob=2"], "config: arch.halt_exploration_prob: Input should be less than or equal to 1"),
+    (["arch.expansion=0"], "config: arch.expansion: Input should be greater than 0"),
+    (["arch.hidden_size=30", "arch.num_heads=4"], "config: arch: Value error, hidden_size 30 is not divisible by"),
+    (["arch.hidden_size=36", "arch.num_heads=4"], "rope needs an even head dimension, hidden_size / num_heads is 9"),
 ])
 def test_a_bad_key_or_value_fails_clearly(overrides, message, capsys):
     code = main(["preset=cpu_tiny", "data_path=d", "run_dir=r", *overrides])

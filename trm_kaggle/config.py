@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from trm_kaggle.augment import SEQ_LEN, VOCAB_SIZE
 from trm_kaggle.errors import UserError
@@ -15,30 +15,13 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ModelConfig(Frozen):
-    """TRM (ACT V1) architecture; defaults are the paper configuration (DESIGN §5)."""
-
-    num_puzzle_identifiers: int = Field(ge=1)
-    vocab_size: int = VOCAB_SIZE
-    seq_len: int = SEQ_LEN
-    hidden_size: int = 512
-    num_heads: int = 8
-    L_layers: int = Field(2, ge=1)
-    H_cycles: int = Field(3, ge=1)
-    L_cycles: int = Field(4, ge=1)
-    expansion: float = 4.0
-    puzzle_emb_ndim: int = Field(512, ge=1)
-    puzzle_emb_len: int = Field(16, ge=0)  # 0: ceil(puzzle_emb_ndim / hidden_size), as the original
-    pos_encodings: Literal["rope", "learned", "none"] = "rope"
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-5
-    halt_max_steps: int = Field(16, ge=1)
-    halt_exploration_prob: float = Field(0.1, ge=0, le=1)
-    forward_dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+class _Architecture(Frozen):
+    """What ModelConfig and ArchConfig share: derived sizes and the cross-field checks (run at
+    validation, so a bad combination is one line at the boundary, not a traceback later)."""
 
     @property
     def puzzle_tokens(self) -> int:
-        """Puzzle-embedding positions prepended to the 900 grid tokens."""
+        """Puzzle-embedding positions prepended to the sequence's tokens."""
         if self.puzzle_emb_len:
             return self.puzzle_emb_len
         return -(self.puzzle_emb_ndim // -self.hidden_size)
@@ -47,12 +30,39 @@ class ModelConfig(Frozen):
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
-    def model_post_init(self, _: Any) -> None:
+    @model_validator(mode="after")
+    def _check_shapes(self):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.pos_encodings == "rope" and self.head_dim % 2:
+            raise ValueError(f"rope needs an even head dimension, hidden_size / num_heads is {self.head_dim}")
         if self.puzzle_emb_ndim > self.puzzle_tokens * self.hidden_size:
             raise ValueError(f"puzzle_emb_ndim {self.puzzle_emb_ndim} does not fit in "
                              f"{self.puzzle_tokens} tokens of {self.hidden_size}")
+        return self
+
+
+class ModelConfig(_Architecture):
+    """TRM (ACT V1) architecture; defaults are the paper configuration (DESIGN §5). Every
+    bound is checked here, and ArchConfig takes these very fields (defaults and bounds)."""
+
+    num_puzzle_identifiers: int = Field(ge=1)
+    vocab_size: int = Field(VOCAB_SIZE, ge=2)
+    seq_len: int = Field(SEQ_LEN, ge=1)
+    hidden_size: int = Field(512, ge=1)
+    num_heads: int = Field(8, ge=1)
+    L_layers: int = Field(2, ge=1)
+    H_cycles: int = Field(3, ge=1)
+    L_cycles: int = Field(4, ge=1)
+    expansion: float = Field(4.0, gt=0)
+    puzzle_emb_ndim: int = Field(512, ge=1)
+    puzzle_emb_len: int = Field(16, ge=0)  # 0: ceil(puzzle_emb_ndim / hidden_size), as the original
+    pos_encodings: Literal["rope", "learned", "none"] = "rope"
+    rope_theta: float = Field(10000.0, gt=0)
+    rms_norm_eps: float = Field(1e-5, gt=0)
+    halt_max_steps: int = Field(16, ge=1)
+    halt_exploration_prob: float = Field(0.1, ge=0, le=1)
+    forward_dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
 
 
 TINY_MODEL = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=1, expansion=2.0, puzzle_emb_ndim=32,
@@ -84,27 +94,24 @@ def model_config_from_original(arch: dict[str, Any], num_puzzle_identifiers: int
         raise UserError(f"{where}: arch.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
 
 
-class ArchConfig(Frozen):
-    """ModelConfig without what the dataset decides (the number of puzzle identifiers)."""
+DATASET_FIELDS = ("num_puzzle_identifiers", "vocab_size", "seq_len")  # the dataset decides these
 
-    hidden_size: int = 512
-    num_heads: int = 8
-    L_layers: int = 2
-    H_cycles: int = 3
-    L_cycles: int = 4
-    expansion: float = 4.0
-    puzzle_emb_ndim: int = 512
-    puzzle_emb_len: int = 16
-    pos_encodings: Literal["rope", "learned", "none"] = "rope"
-    halt_max_steps: int = 16
-    halt_exploration_prob: float = 0.1
-    forward_dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"  # auto: bf16 on GPU, f32 on CPU
 
+class _ArchBase(_Architecture):
     def to_model_config(self, num_puzzle_identifiers: int, cuda: bool) -> ModelConfig:
         fields = self.model_dump()
         if fields["forward_dtype"] == "auto":
             fields["forward_dtype"] = "bfloat16" if cuda else "float32"
         return ModelConfig(num_puzzle_identifiers=num_puzzle_identifiers, **fields)
+
+
+# ModelConfig without what the dataset decides, built from ModelConfig's own fields so that a
+# default or a bound lives in one place; forward_dtype may also be "auto" (bf16 on GPU, f32 on CPU).
+ArchConfig = create_model(
+    "ArchConfig", __base__=_ArchBase,
+    **{name: (info.annotation, info) for name, info in ModelConfig.model_fields.items() if name not in DATASET_FIELDS}
+    | {"forward_dtype": (Literal["auto", "bfloat16", "float32", "float16"], "auto")})
+ArchConfig.__doc__ = "trm-pretrain's arch: ModelConfig without num_puzzle_identifiers, vocab_size and seq_len."
 
 
 class WandbConfig(Frozen):
