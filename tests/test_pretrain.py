@@ -263,3 +263,12 @@ def test_a_divergent_run_stops_with_exit_2_and_its_newest_checkpoint_stays_finit
     assert saved, "the run diverged before its first step"
     assert str(saved[-1]) in err
     assert all(torch.isfinite(t).all() for t in load_checkpoint(saved[-1]).state_dict.values())
+
+
+def test_metrics_log_each_optimizers_learning_rate_through_the_embeddings_only_phase(data, tmp_path):
+    run_pretraining(tiny(data, tmp_path / "run", "total_steps=4", "embeddings_only_fraction=0.5", "lr_warmup_steps=0"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "lr_trunk" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and "lr" not in steps[0]
+    assert [r["lr_trunk"] for r in steps] == [0.0, 0.0, 1e-3, 1e-3]  # the trunk trains from step 3
+    assert all(r["lr_puzzle_emb"] == 1e-2 for r in steps)

@@ -105,3 +105,19 @@ def test_a_diverging_step_stops_before_it_touches_the_weights():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
     assert step.trunk.param_groups and all(p.grad is None for p in model.parameters())
+
+
+def test_an_embeddings_only_step_computes_no_trunk_gradient():
+    """No trunk gradient is computed (or all-reduced) in an embeddings-only step, only the
+    puzzle rows'; the trunk's gradients come back at the first trunk step."""
+    model = tiny_model()
+    computed = []
+    model.lm_head.weight.register_hook(lambda grad: computed.append(grad))
+    step = TrainStep(model, Schedule(warmup_steps=1, embeddings_only_steps=1), global_batch_size=4)
+    metrics = step(batch())
+    assert computed == [] and metrics["grad_norm"] == 0.0
+    assert metrics["lr_trunk"] == 0.0 and metrics["lr_puzzle_emb"] > 0
+    assert all(not p.requires_grad for p in model.parameters())
+    metrics = step(batch())
+    assert len(computed) == 1 and metrics["grad_norm"] > 0 and metrics["lr_trunk"] > 0
+    assert all(p.requires_grad for p in model.parameters())

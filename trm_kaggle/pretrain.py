@@ -187,7 +187,9 @@ class PretrainRun:
         count = max(totals.get("count", 0.0), 1.0)
         examples_per_s = steps * self.config.global_batch_size / max(seconds, 1e-9)
         record = {"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4),
-                  "lr": sums.get("lr", 0.0) / max(steps, 1), "examples_per_s": round(examples_per_s, 2),
+                  "lr_trunk": sums.get("lr_trunk", 0.0) / max(steps, 1),
+                  "lr_puzzle_emb": sums.get("lr_puzzle_emb", 0.0) / max(steps, 1),
+                  "examples_per_s": round(examples_per_s, 2),
                   "loss": (totals["lm_loss"] + 0.5 * totals["q_halt_loss"]) / (steps * self.config.global_batch_size),
                   **{k: totals[k] / count for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")}}
         mfu = self.mfu(examples_per_s)

@@ -57,6 +57,7 @@ class TrainStep:
     before_forward: Callable[[int], None] | None = None  # called with each piece's rows (fault injection)
     trunk: AdamATan2 = field(init=False)
     embeddings: SignSGDEmbedding = field(init=False)
+    frozen: list[torch.nn.Parameter] = field(init=False, default_factory=list)  # trunk, during embeddings-only steps
 
     def __post_init__(self) -> None:
         s = self.schedule
@@ -76,6 +77,7 @@ class TrainStep:
         if train_trunk is None:
             train_trunk = self.step >= self.schedule.embeddings_only_steps
         self.model.train()
+        self.freeze_trunk(not train_trunk)
         rows = batch["inputs"].shape[0]
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
@@ -96,7 +98,23 @@ class TrainStep:
         self.embeddings.zero_grad()
         if self.ema is not None and train_trunk:
             self.ema.update()
-        return {k: float(v) for k, v in metrics.items()} | {"lr": lrs[0], "grad_norm": float(grad_norm)}
+        lr_trunk, lr_puzzle_emb = (lrs[0], lrs[1]) if train_trunk else (0.0, lrs[0])
+        return {k: float(v) for k, v in metrics.items()} | {"lr_trunk": lr_trunk, "lr_puzzle_emb": lr_puzzle_emb,
+                                                            "grad_norm": float(grad_norm)}
+
+    def freeze_trunk(self, freeze: bool) -> None:
+        """Embeddings-only steps: the trainable trunk parameters get `requires_grad=False`, so
+        backward computes (and all-reduces) no trunk gradient at all, only the puzzle rows'
+        (the original computed and discarded them). Exactly those parameters are restored at
+        the first trunk step; ones frozen for other reasons (LoRA's base weights) stay frozen."""
+        if freeze and not self.frozen:
+            self.frozen = [p for p in self.model.parameters() if p.requires_grad]
+            for p in self.frozen:
+                p.requires_grad_(False)
+        elif not freeze and self.frozen:
+            for p in self.frozen:
+                p.requires_grad_(True)
+            self.frozen = []
 
     def forward_backward(self, carry: Carry, batch: Batch, noise: torch.Tensor | None = None
                          ) -> tuple[Carry, torch.Tensor, dict[str, torch.Tensor]]:
