@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 
 import torch
 
+from trm_kaggle.atomic import atomic_dir
 from trm_kaggle.config import ModelConfig, model_config_from_original
 from trm_kaggle.dataset.format import BLANK_IDENTIFIER
 from trm_kaggle.errors import NonFiniteError, UserError
@@ -347,15 +346,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_tree(directory: Path) -> None:
-    for path in [*sorted(directory.rglob("*"), reverse=True), directory]:  # files before their directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(directory: str | Path, model: TRM, identifiers: list[str], step: int,
                     extra_config: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None,
                     extra_files: dict[str, bytes] | None = None, meta: dict[str, Any] | None = None) -> Path:
@@ -377,11 +367,7 @@ def save_state(directory: str | Path, config: ModelConfig, state_dict: dict[str,
     check_finite(state_dict, directory / MODEL_FILE)  # a diverged run's weights never become the newest
     for name, obj in (torch_files or {}).items():
         check_finite(obj, directory / name)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with atomic_dir(directory, fsync=True) as staging:
         torch.save(state_dict, staging / MODEL_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps({"model": config.model_dump()} | (extra_config or {}), indent=2))
         if identifiers is not None:
@@ -394,13 +380,4 @@ def save_state(directory: str | Path, config: ModelConfig, state_dict: dict[str,
         hashes = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
         fields = {"format": FORMAT, "step": step} | (meta or {}) | {"sha256": hashes}
         (staging / META_FILE).write_text(json.dumps(fields, indent=2))
-        fsync_tree(staging)
-        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-        if directory.exists():
-            directory.rename(old)
-        staging.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import yaml
 
 from trm_kaggle import __version__
+from trm_kaggle.atomic import atomic_dir
 from trm_kaggle.checkpoint import (
     META_FILE, STATS_FILE, TABLE, Checkpoint, embedding_stats, load_checkpoint, name_rows, save_state, sha256_file)
 from trm_kaggle.errors import UserError
@@ -210,10 +210,7 @@ def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_em
     check_python(python)
     if out.exists() and not force:
         raise UserError(f"{out}: already exists (use --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with atomic_dir(out) as staging:
         export = export_model(ckpt, staging / "model", keep_embeddings, identifiers)
         wheels = collect_wheels(python, staging / "wheels", update_lock, progress) if with_wheels else None
         write_dataset_files(staging, slug, export, load_checkpoint(staging / "model").step)
@@ -221,12 +218,6 @@ def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_em
         write_manifest(staging)
         verified = (verify_install(staging, python, verify_torch or DEFAULT_VERIFY_TORCH, progress)
                     if verify and wheels else None)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if wheels is None:
         return Bundle(out, export, [], None, verified)
     lock = wheels.describe()

@@ -23,8 +23,6 @@ Deviations from the original, all deliberate:
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trm_kaggle import __version__
+from trm_kaggle.atomic import atomic_dir
 from trm_kaggle.arc import Task, describe_source, load_source, source_files, write_kaggle_files
 from trm_kaggle.augment import CANVAS, SEQ_LEN, encode_grids, variant_name
 from trm_kaggle.dataset.format import (
@@ -335,15 +334,6 @@ def is_dataset_dir(path: Path) -> bool:
     return (path / "identifiers.json").is_file() and (path / "train").is_dir() and (path / "test").is_dir()
 
 
-def make_staging_dir(out: Path) -> Path:
-    """An empty directory beside `out` (parents created) to build in before the rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    return staging
-
-
 def write_dataset(staging: Path, plans: list[TaskPlan], options: BuildOptions) -> dict[str, int]:
     names = identifiers(plans)
     write_json(staging / "identifiers.json", names)
@@ -351,15 +341,6 @@ def write_dataset(staging: Path, plans: list[TaskPlan], options: BuildOptions) -
     bank = GlobalBank.of(plans)
     return {split: write_split(staging / split, split, plans, bank, options, len(names))
             for split in ("train", "test")}
-
-
-def replace_dir(staging: Path, out: Path) -> None:
-    """Move the finished build to `out`; an old `out` (with --force) goes only after that."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None = None) -> BuildSummary:
@@ -377,8 +358,7 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
                        holdout=options.holdout, holdout_seed=options.holdout_seed,
                        allow_overlap=options.allow_overlap)
     plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
-    staging = make_staging_dir(options.out)
-    try:
+    with atomic_dir(options.out) as staging:
         examples = write_dataset(staging, plans, options)
         if selection.holdout:
             write_kaggle_files(selection.holdout, staging / HOLDOUT_DIR, HOLDOUT_PREFIX)
@@ -389,10 +369,6 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
             "holdout": options.holdout, "holdout_seed": options.holdout_seed,
             "exclude_overlap_with": options.exclude_overlap_with,
             "tasks": len(plans), "examples": examples, "selection": selection.record()})
-        replace_dir(staging, options.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return BuildSummary(out=options.out, tasks=len(plans), variants=sum(p.num_variants for p in plans),
                         examples=examples, seconds=time.perf_counter() - start,
                         size_bytes=directory_size(options.out), data=data["title"],
