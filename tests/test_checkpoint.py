@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trm_kaggle import checkpoint as ckpt_module
-from trm_kaggle.checkpoint import load_checkpoint, save_checkpoint
+from trm_kaggle.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from trm_kaggle.errors import NonFiniteError, UserError
 
 from conftest import FIXTURES
@@ -50,13 +50,13 @@ def test_ours_round_trips_and_records_hashes(tmp_path):
     source = load_checkpoint(ORIGINAL / "step_72385")
     model = source.build_model()
     out = save_checkpoint(tmp_path / "run" / "step_5", model, source.identifiers, step=5,
-                          extra_config={"lr": 1e-4}, train_state={"step": torch.tensor(5)})
+                          extra_config={"lr": 1e-4}, train_state=TrainState(train_step={"step": torch.tensor(5)}))
     meta = json.loads((out / "meta.json").read_text())
     assert set(meta["sha256"]) == {"model.pt", "config.json", "identifiers.json", "train_state.pt"}
     loaded = load_checkpoint(out)
     assert not loaded.original_format and loaded.step == 5 and loaded.config == source.config
     assert loaded.identifiers == source.identifiers and loaded.extra_config == {"lr": 1e-4}
-    assert loaded.train_state()["step"].item() == 5
+    assert loaded.train_state().train_step["step"].item() == 5
     for (k, a), (_, b) in zip(loaded.build_model().state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), k
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_5"]
@@ -130,9 +130,9 @@ def test_a_nonfinite_tensor_is_never_saved_and_never_loaded(tensor, original_cop
     with pytest.raises(NonFiniteError, match=rf"step_2/model.pt: {tensor} holds NaN or inf"):
         save_checkpoint(tmp_path / "run" / "step_2", model, source.identifiers, step=2)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_1"]  # the newest stays finite
-    with pytest.raises(NonFiniteError, match=r"train_state.pt: ema.0 holds NaN"):
+    with pytest.raises(NonFiniteError, match=r"train_state.pt: train_step.ema.0 holds NaN"):
         save_checkpoint(tmp_path / "run" / "step_3", source.build_model(), source.identifiers, step=3,
-                        train_state={"ema": [torch.tensor([float("inf")])]})
+                        train_state=TrainState(train_step={"ema": [torch.tensor([float("inf")])]}))
     # Written by something else (the original code, an older trm-kaggle): refused on load.
     state = torch.load(original_copy, weights_only=True)
     key = next(k for k in state if k.endswith(tensor))
@@ -164,3 +164,16 @@ def test_a_table_without_row_names_never_starts_a_model_silently(original_copy):
 def test_a_directory_of_original_checkpoints_says_which_file_to_pass(original_copy):
     with pytest.raises(UserError, match=r"a directory of original-TRM checkpoints \(step_72385\); pass the file"):
         load_checkpoint(original_copy.parent)
+
+
+def test_a_training_state_of_another_version_or_with_unknown_keys_is_refused(tmp_path):
+    model = load_checkpoint(ORIGINAL / "step_72385").build_model()
+    ids = load_checkpoint(ORIGINAL / "step_72385").identifiers
+    path = save_checkpoint(tmp_path / "step_1", model, ids, step=1, train_state=TrainState(train_step={}, elapsed=3.0))
+    assert load_checkpoint(path).train_state() == TrainState(train_step={}, elapsed=3.0)
+    raw = torch.load(path / "train_state.pt", weights_only=True)
+    assert raw["version"] == 1
+    for changed, message in (({"version": 2}, "training state version 2"),
+                             ({"emas": {}}, r"unknown training-state keys \['emas'\]")):
+        with pytest.raises(UserError, match=message):
+            ckpt_module.TrainState.from_dict(raw | changed, path / "train_state.pt")

@@ -82,7 +82,7 @@ def test_keeping_a_table_whose_rows_have_no_names_is_refused_unless_named(tmp_pa
 
 
 def test_a_checkpoint_of_ours_exports_its_ema_weights(tmp_path):
-    from trm_kaggle.checkpoint import save_checkpoint
+    from trm_kaggle.checkpoint import TrainState, save_checkpoint
     from trm_kaggle.optim import EMA
 
     source = load_checkpoint(CHECKPOINT_DIR / "step_72385")
@@ -92,10 +92,16 @@ def test_a_checkpoint_of_ours_exports_its_ema_weights(tmp_path):
         model.lm_head.weight.add_(1.0)
     ema.update()
     save_checkpoint(tmp_path / "step_1", model, source.identifiers, step=1,
-                    train_state={"train_step": {"ema": ema.state_dict()}})
+                    train_state=TrainState(train_step={"ema": ema.state_dict()}))
     result = export_model(tmp_path / "step_1", tmp_path / "model")
     exported = load_checkpoint(tmp_path / "model").state_dict["lm_head.weight"]
     assert result.ema and torch.allclose(exported, source.state_dict["lm_head.weight"] + 0.5)
+    # A run that had EMA on but whose state lost it (a renamed key, say) is refused, never
+    # exported with its live weights as if they were the averages.
+    save_checkpoint(tmp_path / "step_2", model, source.identifiers, step=2, extra_config={"pretrain": {"ema": True}},
+                    train_state=TrainState(train_step={"emas": ema.state_dict()}))
+    with pytest.raises(UserError, match="the run had EMA on, but its training state holds no EMA averages"):
+        export_model(tmp_path / "step_2", tmp_path / "model2")
 
 
 def test_fine_tuning_starts_from_the_slim_export(tmp_path, capsys):

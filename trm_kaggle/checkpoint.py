@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,49 @@ STATS_FILE = "embedding_stats.pt"  # slim exports: {"mean", "std", "rows"} of th
 TABLE = "puzzle_emb.weights"
 log = logging.getLogger("trm_kaggle.checkpoint")
 ORIGINAL_PREFIXES = ("_orig_mod.", "model.inner.")
+
+
+TRAIN_STATE_VERSION = 1
+
+
+@dataclass
+class TrainState:
+    """train_state.pt: what resuming a run needs beside the weights, one schema for its writer
+    (trm-pretrain) and its readers (resume; trm-package, which exports the EMA averages). On
+    disk a dict of tensors and plain values (`torch.load(weights_only=True)`) with `version`."""
+
+    train_step: dict[str, Any]          # TrainStep.state_dict(): step, optimizers, "ema" when EMA is on
+    sampler: dict[str, Any] | None = None
+    carries: list[Any] | None = None    # each rank's ACT carry
+    rng: list[Any] | None = None        # each rank's RNG states
+    elapsed: float = 0.0                # seconds of training so far
+    global_batch_size: int | None = None
+    world_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": TRAIN_STATE_VERSION} | {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: Path) -> "TrainState":
+        if not isinstance(raw, dict) or not isinstance(raw.get("train_step"), dict):
+            raise UserError(f"{source}: not a training state (no train_step)")
+        if raw.get("version", 1) != TRAIN_STATE_VERSION:  # files from before the version key are version 1
+            raise UserError(f"{source}: training state version {raw.get('version')}, this trm-kaggle reads "
+                            f"{TRAIN_STATE_VERSION}")
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)} - {"version"})
+        if unknown:
+            raise UserError(f"{source}: unknown training-state keys {unknown} (written by a newer trm-kaggle?)")
+        return cls(**{k: v for k, v in raw.items() if k != "version"})
+
+    def ema_shadow(self, expected: bool, source: Path) -> dict[str, torch.Tensor] | None:
+        """The EMA averages by parameter name; None without EMA. UserError when the run had EMA
+        on (`expected`) but none is here: exporting live weights as if averaged would be silent."""
+        ema = self.train_step.get("ema")
+        if ema is None:
+            if expected:
+                raise UserError(f"{source}: the run had EMA on, but its training state holds no EMA averages")
+            return None
+        return ema["shadow"]
 
 
 @dataclass
@@ -63,9 +106,11 @@ class Checkpoint:
         load_weights(model, self.state_dict, self.source)
         return model.eval()
 
-    def train_state(self) -> dict[str, Any] | None:
+    def train_state(self) -> "TrainState | None":
         path = self.source / TRAIN_STATE_FILE
-        return torch_load(path) if not self.original_format and path.is_file() else None
+        if self.original_format or not path.is_file():
+            return None
+        return TrainState.from_dict(torch_load(path), path)
 
     @property
     def num_rows(self) -> int:
@@ -347,10 +392,10 @@ def sha256_file(path: Path) -> str:
 
 
 def save_checkpoint(directory: str | Path, model: TRM, identifiers: list[str], step: int,
-                    extra_config: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None,
+                    extra_config: dict[str, Any] | None = None, train_state: TrainState | None = None,
                     extra_files: dict[str, bytes] | None = None, meta: dict[str, Any] | None = None) -> Path:
     """Write a model's checkpoint directory (e.g. runs/x/step_100) atomically; see save_state."""
-    tensors = {TRAIN_STATE_FILE: train_state} if train_state is not None else {}
+    tensors = {TRAIN_STATE_FILE: train_state.to_dict()} if train_state is not None else {}
     return save_state(directory, model.config, model.state_dict(), identifiers, step, extra_config,
                       tensors, extra_files, meta)
 

@@ -63,10 +63,11 @@ def averaged_state(ckpt: Checkpoint) -> tuple[dict[str, torch.Tensor], bool]:
     original saves the EMA model itself); (state, whether EMA was applied)."""
     state = dict(ckpt.state_dict)
     train_state = ckpt.train_state()
-    ema = (train_state or {}).get("train_step", {}).get("ema")
-    if not ema:
+    had_ema = bool(ckpt.extra_config.get("pretrain", {}).get("ema"))  # trm-pretrain records its config
+    shadow = train_state.ema_shadow(had_ema, ckpt.source) if train_state is not None else None
+    if shadow is None:
         return state, False
-    for name, average in ema["shadow"].items():
+    for name, average in shadow.items():
         state[name] = average.to(state[name].dtype)
     return state, True
 

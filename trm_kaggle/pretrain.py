@@ -22,7 +22,8 @@ import torch
 import yaml
 
 from trm_kaggle import __version__, distributed
-from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, load_weights, name_rows, save_checkpoint
+from trm_kaggle.checkpoint import (
+    TrainState, init_from_checkpoint, load_checkpoint, load_weights, name_rows, save_checkpoint)
 from trm_kaggle.config import PretrainConfig
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler
@@ -111,14 +112,14 @@ class PretrainRun:
             raise UserError(f"{path}: its identifiers differ from {self.data}/identifiers.json: not this run's dataset")
         load_weights(self.model, {k: v.to(self.world.device) for k, v in ckpt.state_dict.items()}, path)
         state = ckpt.train_state()
-        if state is None or state.get("global_batch_size") != self.config.global_batch_size:
+        if state is None or state.global_batch_size != self.config.global_batch_size:
             raise UserError(f"{path}: no training state for global_batch_size {self.config.global_batch_size}")
-        self.step_fn.load_state_dict(state["train_step"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.step_fn.load_carry(state["carries"], self.world.world_size, self.world.device)
-        if len(state["rng"]) == self.world.world_size:
-            set_rng_state(state["rng"][self.world.rank])
-        self.elapsed = float(state["elapsed"])
+        self.step_fn.load_state_dict(state.train_step)
+        self.sampler.load_state_dict(state.sampler)
+        self.step_fn.load_carry(state.carries, self.world.world_size, self.world.device)
+        if len(state.rng) == self.world.world_size:
+            set_rng_state(state.rng[self.world.rank])
+        self.elapsed = float(state.elapsed)
         self.log(f"resumed from {path} at step {self.step_fn.step}")
 
     def start_wandb(self) -> Any:
@@ -250,9 +251,9 @@ class PretrainRun:
         rngs = distributed.gather_to_main(rng_state(), self.world)
         path = self.run_dir / f"step_{step}"
         if self.world.is_main:
-            state = {"train_step": self.step_fn.state_dict(), "sampler": self.sampler.state_dict(),
-                     "carries": carries, "rng": rngs, "elapsed": self.elapsed,
-                     "global_batch_size": self.config.global_batch_size, "world_size": self.world.world_size}
+            state = TrainState(train_step=self.step_fn.state_dict(), sampler=self.sampler.state_dict(),
+                               carries=carries, rng=rngs, elapsed=self.elapsed,
+                               global_batch_size=self.config.global_batch_size, world_size=self.world.world_size)
             config_yaml = yaml.safe_dump(self.config.model_dump(), sort_keys=False).encode()
             save_checkpoint(path, self.model, self.identifiers, step,
                             extra_config={"pretrain": self.config.model_dump()}, train_state=state,
