@@ -119,11 +119,12 @@ class TRM(nn.Module):
         steps = torch.where(carry.halted, 0, carry.steps)
         data = {k: torch.where(carry.halted.view(-1, *[1] * (v.ndim - 1)), batch[k], v)
                 for k, v in carry.data.items()}
-        z_H, z_L, logits, q_halt, q_continue = self.step(z_H, z_L, data)
+        # q_continue fed only the original's no_ACT_continue=False branch, which is not ported.
+        z_H, z_L, logits, q_halt, _ = self.step(z_H, z_L, data)
         with torch.no_grad():
             steps = steps + 1
             halted = self.halting(steps, q_halt, noise)
-        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        outputs = {"logits": logits, "q_halt_logits": q_halt}
         return Carry(z_H, z_L, steps, halted, data), outputs
 
     def halting(self, steps: torch.Tensor, q_halt: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
@@ -139,7 +140,3 @@ class TRM(nn.Module):
         explore = noise[:, 0] < self.config.halt_exploration_prob
         min_steps = explore * (2 + (noise[:, 1] * (max_steps - 1)).long().clamp_max(max_steps - 2))
         return halted & (steps >= min_steps)
-
-    def trunk_parameters(self) -> list[nn.Parameter]:
-        """Everything AdamATan2 trains (the puzzle table is a buffer, trained apart)."""
-        return list(self.parameters())

@@ -23,8 +23,8 @@ import torch
 
 from trm_kaggle.dataset.format import SplitArrays
 from trm_kaggle.errors import UserError
+from trm_kaggle.losses import IGNORE_LABEL  # what the loss skips
 
-IGNORE_LABEL = -100  # what torch's cross-entropy skips
 Batch = dict[str, torch.Tensor]
 
 

@@ -35,9 +35,6 @@ class Deadline:
     def left(self) -> float:
         return self.end - clock.now()
 
-    def passed(self) -> bool:
-        return clock.now() >= self.end
-
 
 @dataclass(frozen=True)
 class Measured:
