@@ -228,7 +228,7 @@ def test_force_only_ever_replaces_an_earlier_dataset(tmp_path, monkeypatch):
         for kind in ("challenges", "solutions"):
             name = f"arc_{subset}_{kind}.json"
             (inputs / name).write_bytes((ARC_MINI.parent / name).read_bytes())
-    cases = [(mini_options(tmp_path / "notes", force=True), r"not a dataset \(no identifiers.json, train/ and test/\)"),
+    cases = [(mini_options(tmp_path / "notes", force=True), r"not a dataset \(identifiers.json, train/ and test/\)"),
              (mini_options(tmp_path / "afile", force=True), "not a directory; --force only replaces"),
              (mini_options(inputs, source=str(inputs / "arc"), force=True), "holds the input"),
              (mini_options(tmp_path, force=True), "holds the current directory")]

@@ -305,3 +305,17 @@ def test_a_slug_kaggle_would_refuse_at_upload_is_refused_before_anything_is_buil
     assert code == 2 and err.startswith("trm-package: error: --slug 'you/trm': expected OWNER/NAME: OWNER your "
                                         "Kaggle user name (3+ characters), NAME 6-50 characters")
     assert "checkpoint" not in err and not (tmp_path / "b").exists()
+
+
+def test_force_replaces_an_earlier_bundle_and_nothing_else(tmp_path, capsys):
+    from trm_kaggle.cli.package import main as package_main
+
+    args = ["--ckpt", str(CHECKPOINT_DIR / "step_72385"), "--no-wheels", "--quiet", "--force"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    assert package_main([*args, "--out", str(tmp_path / "notes")]) == 2
+    assert "notes: not a trm-package bundle (MANIFEST.json)" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"
+    assert package_main([*args, "--out", str(tmp_path / "bundle")]) == 0
+    assert package_main([*args, "--out", str(tmp_path / "bundle")]) == 0  # an earlier bundle: replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "notes"]

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from trm_kaggle import __version__
-from trm_kaggle.atomic import atomic_dir
+from trm_kaggle.atomic import atomic_dir, check_replaceable
 from trm_kaggle.checkpoint import (
     META_FILE, STATS_FILE, TABLE, Checkpoint, embedding_stats, load_checkpoint, name_rows, save_state, sha256_file)
 from trm_kaggle.errors import UserError
@@ -211,6 +211,8 @@ def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_em
     check_python(python)
     if out.exists() and not force:
         raise UserError(f"{out}: already exists (use --force to replace it)")
+    if out.exists():
+        check_replaceable(out, lambda d: (d / MANIFEST).is_file(), f"trm-package bundle ({MANIFEST})", [ckpt])
     with atomic_dir(out) as staging:
         export = export_model(ckpt, staging / "model", keep_embeddings, identifiers)
         wheels = collect_wheels(python, staging / "wheels", update_lock, progress) if with_wheels else None

