@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.checkpoint import save_checkpoint
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.model import TRM
@@ -36,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="package_size-"))
     try:
-        model = TRM(ModelConfig(num_puzzle_identifiers=args.rows))
+        model = TRM(ModelConfig(**arc_shape(args.rows).model_dump()))
         with torch.no_grad():
             model.puzzle_emb.weights.normal_(0, 0.02)
         identifiers = ["<blank>"] + [f"t{i}" for i in range(1, args.rows)]

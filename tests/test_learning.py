@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import tiny_model_config
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
@@ -52,7 +53,7 @@ def test_a_tiny_trm_learns_real_tasks(tmp_path):
     data = few_tasks_dataset(tmp_path)
     split = load_split(data, "train")
     assert split.num_examples == 11
-    config = tiny_model_config(split.metadata.num_puzzle_identifiers, hidden_size=64, puzzle_emb_ndim=64,
+    config = tiny_model_config(arc_shape(split.metadata.num_puzzle_identifiers), hidden_size=64, puzzle_emb_ndim=64,
                                expansion=4.0, H_cycles=1, halt_max_steps=1)
     model = TRM(config)
     assert train_exact_rate(model, data) == 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.config import ModelConfig, tiny_model_config
 from trm_kaggle.layers import swiglu_width, trunc_normal_
@@ -19,7 +20,7 @@ CHECKPOINT = FIXTURES / "reference_trm" / "checkpoint"
 
 def tiny(**changes) -> ModelConfig:
     fields = dict(L_layers=2, L_cycles=2, expansion=4.0, puzzle_emb_len=16, halt_max_steps=3)
-    return tiny_model_config(7, **(fields | changes))
+    return tiny_model_config(arc_shape(7), **(fields | changes))
 
 
 def random_batch(config: ModelConfig, size: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -48,7 +49,7 @@ def test_reproduces_the_original_logits_q_and_losses_at_every_step():
 
 
 def test_paper_configuration_has_the_papers_size():
-    model = TRM(ModelConfig(num_puzzle_identifiers=2))
+    model = TRM(ModelConfig(**arc_shape(2).model_dump()))
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(6.83e6, rel=0.005)
     assert swiglu_width(512, 4) == 1536 and swiglu_width(64, 4) == 256
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import TINY_MODEL, tiny_model_config
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_split
@@ -115,7 +116,7 @@ def test_inference_order_gives_every_test_input_its_original_first(tmp_path):
 
 def test_lora_starts_at_the_packaged_model_and_merges_back():
     torch.manual_seed(0)
-    config = tiny_model_config(3)
+    config = tiny_model_config(arc_shape(3))
     plain, lora = TRM(config).eval(), TRM(config).eval()
     lora.load_state_dict(plain.state_dict())
     trainable = add_lora(lora, rank=4)
@@ -155,7 +156,7 @@ def test_a_compiled_model_that_fails_hands_inference_to_the_eager_one(tmp_path, 
     build_dataset(BuildOptions(source="x", subsets=("h",), test_set="h", out=tmp_path / "d", num_aug=1,
                                progress=False), {"h": tasks})
     split = load_split(tmp_path / "d", "test")
-    model = TRM(tiny_model_config(split.metadata.num_puzzle_identifiers)).eval()
+    model = TRM(tiny_model_config(arc_shape(split.metadata.num_puzzle_identifiers))).eval()
 
     class BrokenCompile(torch.nn.Module):
         config = model.config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import tiny_model_config
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.model import TRM
@@ -21,7 +22,7 @@ def batch(size: int = 4) -> dict[str, torch.Tensor]:
 
 def tiny_model() -> TRM:
     torch.manual_seed(0)
-    return TRM(tiny_model_config(6, H_cycles=1, expansion=4.0))
+    return TRM(tiny_model_config(arc_shape(6), H_cycles=1, expansion=4.0))
 
 
 def test_embeddings_only_phase_leaves_the_trunk_and_unused_rows_alone():

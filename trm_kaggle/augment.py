@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from trm_kaggle.arc import MAX_GRID_SIZE, VARIANT_SEPARATOR
+from trm_kaggle.config import DataShape
 
 CANVAS = MAX_GRID_SIZE
 SEQ_LEN = CANVAS * CANVAS
@@ -25,6 +26,11 @@ VOCAB_SIZE = 12
 NUM_DIHEDRAL = 8
 DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
 IDENTITY_CMAP = np.arange(10, dtype=np.uint8)
+
+
+def arc_shape(num_puzzle_identifiers: int) -> DataShape:
+    """ARC's encoding as a model sees it: 30×30 = 900 tokens of 12 values (pad, EOS, 10 colours)."""
+    return DataShape(num_puzzle_identifiers=num_puzzle_identifiers, vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN)
 
 
 # ---------------------------------------------------------------------------- dihedral group

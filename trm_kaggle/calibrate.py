@@ -44,12 +44,15 @@ def device_peak(device: torch.device) -> tuple[str, float]:
     raise RuntimeError(f"no peak FLOP/s known for {name}")
 
 
-def random_batch(size: int, device: torch.device, ids: int = 2) -> dict[str, torch.Tensor]:
-    """Random tokens and labels with puzzle identifiers in [1, ids): the cost of a step does
-    not depend on the values."""
-    return {"inputs": torch.randint(0, 12, (size, 900), device=device, dtype=torch.int32),
-            "labels": torch.randint(2, 12, (size, 900), device=device, dtype=torch.int32),
-            "puzzle_identifiers": torch.randint(1, ids, (size,), device=device, dtype=torch.int32)}
+def random_batch(size: int, device: torch.device, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """`size` rows of random tokens and labels of `config`'s shape ((size, seq_len) int32) with
+    puzzle identifiers in [1, rows): the cost of a step does not depend on the values."""
+    shape = (size, config.seq_len)
+    return {"inputs": torch.randint(0, config.vocab_size, shape, device=device, dtype=torch.int32),
+            "labels": torch.randint(0, config.vocab_size, shape, device=device, dtype=torch.int32),
+            "puzzle_identifiers": torch.randint(min(1, config.num_puzzle_identifiers - 1),
+                                                config.num_puzzle_identifiers, (size,), device=device,
+                                                dtype=torch.int32)}
 
 
 def seconds_per_call(fn, calls: int, device: torch.device, warmup: int = 1) -> float:
@@ -73,7 +76,7 @@ def calibrate(config: ModelConfig, batch: int, calls: int, device: torch.device)
     config = config.model_copy(update={"forward_dtype": dtype, "num_puzzle_identifiers": 2})
     model = TRM(config).to(device)
     step = TrainStep(model, Schedule(warmup_steps=1), batch)
-    data = random_batch(batch, device)
+    data = random_batch(batch, device, config)
     train_s = seconds_per_call(lambda: step(data), calls, device)
 
     @torch.inference_mode()

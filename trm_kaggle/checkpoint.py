@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from trm_kaggle.atomic import atomic_dir
-from trm_kaggle.config import ModelConfig, model_config_from_original
+from trm_kaggle.augment import arc_shape
+from trm_kaggle.config import DATASET_FIELDS, ModelConfig, model_config_from_original
 from trm_kaggle.dataset.format import BLANK_IDENTIFIER
 from trm_kaggle.errors import NonFiniteError, UserError
 from trm_kaggle.model import TRM
@@ -97,12 +98,15 @@ class Checkpoint:
     step: int | None = None
     embedding_stats: dict[str, Any] | None = None  # a slim export's stand-in for the table
 
-    def build_model(self) -> TRM:
-        """A TRM with these weights, on the CPU, in eval mode."""
+    def build_model(self, forward_dtype: str | None = None) -> TRM:
+        """A TRM with these weights, on the CPU, in eval mode, computing in `forward_dtype`
+        (default: the checkpoint's)."""
         if TABLE not in self.state_dict:
             raise UserError(f"{self.source}: a slim export holds no puzzle embeddings to predict with: "
                             "fine-tune it on your tasks (init_from=...) or export with --keep-embeddings")
-        model = TRM(self.config)
+        config = self.config if forward_dtype is None else self.config.model_copy(
+            update={"forward_dtype": forward_dtype})
+        model = TRM(config)
         load_weights(model, self.state_dict, self.source)
         return model.eval()
 
@@ -271,13 +275,29 @@ def load_original(path: Path) -> Checkpoint:
     table = state.get("puzzle_emb.weights")
     if table is None:
         raise UserError(f"{path}: weights do not fit the architecture: missing puzzle_emb.weights")
-    config = model_config_from_original(run_config["arch"], table.shape[0], str(config_path))
+    config = original_model_config(run_config["arch"], state, table.shape[0], str(config_path))
     ids_path = path.parent / "identifiers.json"
     identifiers = read_identifiers(ids_path, table.shape[0]) if ids_path.is_file() else None
     named_step = re.fullmatch(r"step_(\d+)", path.name)  # the original names its files by step
     return Checkpoint(config, state, identifiers, path, original_format=True,
                       extra_config={k: v for k, v in run_config.items() if k != "arch"},
                       step=int(named_step.group(1)) if named_step else None)
+
+
+def original_model_config(arch: dict[str, Any], state: dict[str, torch.Tensor], rows: int,
+                          where: str) -> ModelConfig:
+    """An original checkpoint records no data shape: the vocabulary is its token table's
+    rows; the sequence length its learned position table's rows less the puzzle positions,
+    or, with RoPE (no per-position weights), ARC's 900."""
+    tokens = state.get("embed_tokens.embedding_weight")
+    if tokens is None:
+        raise UserError(f"{where}: weights do not fit the architecture: missing embed_tokens.embedding_weight")
+    config = model_config_from_original(arch, arc_shape(rows).model_copy(update={"vocab_size": tokens.shape[0]}),
+                                        where)
+    positions = state.get("embed_pos.embedding_weight")
+    if config.pos_encodings == "learned" and positions is not None:
+        config = config.model_copy(update={"seq_len": positions.shape[0] - config.puzzle_tokens})
+    return config
 
 
 def verify_hashes(directory: Path, meta: dict[str, Any]) -> None:
@@ -333,8 +353,12 @@ def check_same_architecture(model: TRM, ckpt: Checkpoint) -> None:
     (cycles, halting), not just shape-compatible."""
     ours, theirs = model.config.model_dump(), ckpt.config.model_dump()
     for key in ours:
-        if key not in ARCH_FIELDS_IGNORED and ours[key] != theirs[key]:
-            raise UserError(f"{ckpt.source}: arch.{key} is {theirs[key]}, this run's is {ours[key]}")
+        if key in ARCH_FIELDS_IGNORED or ours[key] == theirs[key]:
+            continue
+        if key in DATASET_FIELDS:
+            raise UserError(f"{ckpt.source}: was trained on data with {key} {theirs[key]}, this dataset's is "
+                            f"{ours[key]}")
+        raise UserError(f"{ckpt.source}: arch.{key} is {theirs[key]}, this run's is {ours[key]}")
 
 
 def embedding_stats(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from trm_kaggle.augment import SEQ_LEN, VOCAB_SIZE
 from trm_kaggle.errors import UserError
 
 
@@ -47,15 +46,15 @@ class ModelConfig(_Architecture):
     bound is checked here, and ArchConfig takes these very fields (defaults and bounds)."""
 
     num_puzzle_identifiers: int = Field(ge=1)
-    vocab_size: int = Field(VOCAB_SIZE, ge=2)
-    seq_len: int = Field(SEQ_LEN, ge=1)
+    vocab_size: int = Field(ge=2)  # these three are the dataset's (dataset.json, identifiers.json)
+    seq_len: int = Field(ge=1)
     hidden_size: int = Field(512, ge=1)
     num_heads: int = Field(8, ge=1)
     L_layers: int = Field(2, ge=1)
     H_cycles: int = Field(3, ge=1)
     L_cycles: int = Field(4, ge=1)
     expansion: float = Field(4.0, gt=0)
-    puzzle_emb_ndim: int = Field(512, ge=1)
+    puzzle_emb_ndim: int = Field(512, ge=0)  # 0: no puzzle embedding (one-identifier datasets)
     puzzle_emb_len: int = Field(16, ge=0)  # 0: ceil(puzzle_emb_ndim / hidden_size), as the original
     pos_encodings: Literal["rope", "learned", "none"] = "rope"
     rope_theta: float = Field(10000.0, gt=0)
@@ -69,11 +68,11 @@ TINY_MODEL = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=
                   puzzle_emb_len=1, halt_max_steps=2, forward_dtype="float32")
 
 
-def tiny_model_config(num_puzzle_identifiers: int = 3, **changes) -> ModelConfig:
+def tiny_model_config(shape: "DataShape", **changes) -> ModelConfig:
     """The one tiny TRM (hidden 32, 1 layer, 2×1 cycles, 2 ACT steps, float32) that CPU tests,
-    the dry run and the golden trace share; `changes` override any field. The `cpu_tiny`
-    preset holds the same shape for trm-pretrain."""
-    return ModelConfig(num_puzzle_identifiers=num_puzzle_identifiers, **(TINY_MODEL | changes))
+    the dry run and the golden trace share, for data of `shape`; `changes` override any
+    field. The `cpu_tiny` preset holds the same architecture for trm-pretrain."""
+    return ModelConfig(**(shape.model_dump() | TINY_MODEL | changes))
 
 
 # Keys of the original's `arch:` block that name code paths we implement one way only.
@@ -81,28 +80,45 @@ _ORIGINAL_ONLY = {"mlp_t": False, "no_ACT_continue": True}
 _ORIGINAL_IGNORED = {"name", "loss", "H_layers", "batch_size"}
 
 
-def model_config_from_original(arch: dict[str, Any], num_puzzle_identifiers: int, where: str) -> ModelConfig:
-    """The ModelConfig of an original-TRM `arch:` block (all_config.yaml)."""
+def model_config_from_original(arch: dict[str, Any], shape: DataShape, where: str) -> ModelConfig:
+    """The ModelConfig of an original-TRM `arch:` block (all_config.yaml) for data of `shape`."""
     for key, supported in _ORIGINAL_ONLY.items():
         if arch.get(key, supported) != supported:
             raise UserError(f"{where}: arch.{key}={arch[key]} is not supported (only {supported})")
     fields = {k: v for k, v in arch.items() if k not in _ORIGINAL_IGNORED and k not in _ORIGINAL_ONLY}
     try:
-        return ModelConfig(num_puzzle_identifiers=num_puzzle_identifiers, **fields)
+        return ModelConfig(**shape.model_dump(), **fields)
     except ValidationError as exc:
         error = exc.errors()[0]
         raise UserError(f"{where}: arch.{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
 
 
-DATASET_FIELDS = ("num_puzzle_identifiers", "vocab_size", "seq_len")  # the dataset decides these
+class DataShape(Frozen):
+    """What a dataset decides about the model: embedding rows (identifiers.json), token
+    vocabulary and sequence length (dataset.json). ARC's is `augment.arc_shape(rows)`."""
+
+    num_puzzle_identifiers: int = Field(ge=1)
+    vocab_size: int = Field(ge=2)
+    seq_len: int = Field(ge=1)
+
+    def mismatch(self, config: "ModelConfig") -> str | None:
+        """'seq_len 900 ≠ 64'-style text for the first field where `config` differs (rows aside:
+        init_from and trm-eval map rows by name), or None."""
+        for name in ("seq_len", "vocab_size"):
+            if getattr(config, name) != getattr(self, name):
+                return f"{name} {getattr(config, name)}, the dataset's is {getattr(self, name)}"
+        return None
+
+
+DATASET_FIELDS = tuple(DataShape.model_fields)  # the dataset decides these
 
 
 class _ArchBase(_Architecture):
-    def to_model_config(self, num_puzzle_identifiers: int, cuda: bool) -> ModelConfig:
+    def to_model_config(self, shape: DataShape, cuda: bool) -> ModelConfig:
         fields = self.model_dump()
         if fields["forward_dtype"] == "auto":
             fields["forward_dtype"] = "bfloat16" if cuda else "float32"
-        return ModelConfig(num_puzzle_identifiers=num_puzzle_identifiers, **fields)
+        return ModelConfig(**shape.model_dump(), **fields)
 
 
 # ModelConfig without what the dataset decides, built from ModelConfig's own fields so that a

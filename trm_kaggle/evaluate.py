@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint on a dataset split: predict, undo augmentations, vote, pass@K.
+"""Evaluate a checkpoint on a dataset split, by the dataset's kind: ARC (predict, undo
+augmentations, vote, pass@K) or any other puzzle (exact match, per ACT step).
 
 The dataset and the checkpoint may number their variants differently (a checkpoint of ours
 carries its own identifiers.json): predictions use the checkpoint's embedding row of each
@@ -9,6 +10,7 @@ prediction would come from an untrained embedding (the public attempt that score
 from __future__ import annotations
 
 import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,18 +19,11 @@ import numpy as np
 from trm_kaggle.arc import Task, parse_task, read_json
 from trm_kaggle.augment import parse_variant_name
 from trm_kaggle.checkpoint import Checkpoint, name_rows
-from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
+from trm_kaggle.dataset.format import SplitArrays, dataset_shape, load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.inference import Predictions, predict
-from trm_kaggle.vote import PassAtK, Votes, decode_predictions, pass_at_k
-
-
-@dataclass
-class Evaluation:
-    tasks: list[Task]
-    predictions: Predictions
-    ranked: dict
-    pass_at: PassAtK | None  # None when the split's tasks have no known outputs
+from trm_kaggle.submission import submission_text
+from trm_kaggle.vote import PassAtK, Votes, build_submission, decode_predictions, pass_at_k
 
 
 def identifier_map(dataset_ids: list[str], checkpoint_ids: list[str], where: Path) -> np.ndarray | None:
@@ -80,33 +75,135 @@ def vote(split: SplitArrays, names: list[str], predictions: Predictions) -> dict
     return votes.ranked()
 
 
+# ---------------------------------------------------------------------------- scores by kind
+
+@dataclass
+class ExactMatch:
+    """Exact-match scores of a split (any puzzle: Sudoku, N-Queens, ARC rows): per ACT step,
+    the share of examples whose every labelled token is right, and the mean share of
+    labelled tokens right. The last step is what eval mode predicts (every example runs
+    all `halt_max_steps` steps, as the original's evaluation)."""
+
+    examples: int
+    exact_accuracy: list[float]  # per ACT step, 1..halt_max_steps
+    token_accuracy: list[float]
+
+    @classmethod
+    def of(cls, predictions: Predictions) -> "ExactMatch":
+        exact, tokens = predictions.step_exact, predictions.step_token_accuracy
+        if exact is None or tokens is None:
+            raise ValueError("ExactMatch needs predictions made with score_steps=True")
+        empty = exact.shape[1] == 0
+        return cls(exact.shape[1], [0.0 if empty else float(v) for v in exact.mean(1)],
+                   [0.0 if empty else float(v) for v in tokens.mean(1)])
+
+    def metrics(self) -> dict[str, float]:
+        return {"exact_accuracy": self.exact_accuracy[-1], "token_accuracy": self.token_accuracy[-1]}
+
+    def lines(self) -> list[str]:
+        per_step = "  ".join(f"{i}:{v:.4f}" for i, v in enumerate(self.exact_accuracy, start=1))
+        return [f"exact accuracy {self.exact_accuracy[-1]:.4f}, token accuracy {self.token_accuracy[-1]:.4f} "
+                f"({self.examples} examples)", f"exact accuracy by ACT step: {per_step}"]
+
+    def files(self, about: dict) -> dict[str, bytes]:
+        """exact_match.json: `about` (step, examples, ...) and the scores."""
+        return {"exact_match.json": json.dumps(about | dataclasses.asdict(self), indent=2).encode()}
+
+
+@dataclass
+class ARCVote:
+    """ARC's scores: every prediction decoded into its task's frame, voted over the
+    augmentations, pass@K against the known test outputs (None without them)."""
+
+    tasks: list[Task]
+    ranked: dict
+    pass_at: PassAtK | None
+
+    def metrics(self) -> dict[str, float]:
+        if self.pass_at is None:
+            return {}
+        return ({f"pass@{k}": v for k, v in self.pass_at.per_task.items()}
+                | {f"kaggle_pass@{k}": v for k, v in self.pass_at.per_output.items()})
+
+    def lines(self) -> list[str]:
+        lines = [f"{len(self.ranked)} test inputs voted on, {len(self.tasks)} tasks"]
+        if self.pass_at is not None:
+            for label, values in (("per task (original)", self.pass_at.per_task),
+                                  ("per output (Kaggle)", self.pass_at.per_output)):
+                lines.append(f"pass@K {label}: " + "  ".join(f"@{k} {v:.4f}" for k, v in values.items()))
+        return lines
+
+    def files(self, about: dict) -> dict[str, bytes]:
+        """The complete, valid submission the votes imply, and `about` (step, examples, ...)
+        with its pass@K (seed 002: an evaluation's predictions can be inspected or scored
+        later without re-running)."""
+        p = self.pass_at
+        scores = about | {"per_task": p.per_task if p else None, "per_output": p.per_output if p else None}
+        return {"submission.json": submission_text(build_submission(self.tasks, self.ranked), self.tasks).encode(),
+                "pass_at_k.json": json.dumps(scores, indent=2).encode()}
+
+
+Scores = ExactMatch | ARCVote
+
+
+def dataset_kind(data_dir: Path) -> str:
+    """'arc' for a dataset with test_puzzles.json (the ARC builders': grids to decode, vote on
+    and score by pass@K), 'exact_match' for any other (the original's Sudoku or Maze
+    builders, N-Queens): a prediction is right when every labelled token is."""
+    return "arc" if (Path(data_dir) / "test_puzzles.json").is_file() else "exact_match"
+
+
+def score(kind: str, data_dir: Path, split: SplitArrays, split_name: str, names: list[str],
+          predictions: Predictions) -> Scores:
+    """The scores of `predictions` by the dataset's kind (see `dataset_kind`); an ARC train
+    split is scored by exact match, as there is nothing to vote on."""
+    if kind == "exact_match" or split_name != "test":
+        return ExactMatch.of(predictions)
+    tasks = load_tasks(data_dir)
+    ranked = vote(split, names, predictions)
+    solutions = {t.id: [p.output for p in t.test] for t in tasks if t.has_solutions}
+    return ARCVote(tasks, ranked, pass_at_k(ranked, solutions) if solutions and ranked else None)
+
+
+def scores_step_by_step(kind: str, split_name: str) -> bool:
+    """Whether `score` needs per-step exact match (predict(score_steps=True))."""
+    return kind == "exact_match" or split_name != "test"
+
+
+@dataclass
+class Evaluation:
+    predictions: Predictions
+    scores: Scores
+
+
 def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", num_aug: int | None = None,
              limit: int | None = None, batch_size: int = 64, keep_steps: bool = False,
              progress: bool = True, dtype: str | None = None, identifiers: Path | None = None,
              rows_by_position: bool = False) -> Evaluation:
-    """pass@K of `checkpoint` on a split of `data_dir`. Rows are matched to the dataset's
-    variants by name; a checkpoint without row names needs `identifiers` (the identifiers.json
-    it was trained with) or `rows_by_position` (UserError otherwise, see checkpoint.name_rows)."""
+    """The scores of `checkpoint` on a split of `data_dir`, by the dataset's kind (pass@K for
+    ARC, exact match per ACT step otherwise). Rows are matched to the dataset's variants by
+    name; a checkpoint without row names needs `identifiers` (the identifiers.json it was
+    trained with) or `rows_by_position` (UserError otherwise, see checkpoint.name_rows).
+    `checkpoint` itself is left as it was. UserError when its data shape is not the dataset's."""
+    checkpoint = dataclasses.replace(checkpoint)  # name_rows names the copy's rows
     split = load_split(data_dir, split_name)
     names = load_identifiers(data_dir)
     ids_file = Path(data_dir) / "identifiers.json"
+    mismatch = dataset_shape(data_dir).mismatch(checkpoint.config)
+    if mismatch:
+        raise UserError(f"{checkpoint.source}: {mismatch} ({data_dir}): not a model for this dataset")
     name_rows(checkpoint, identifiers, names if rows_by_position else None, against=str(ids_file))
-    if dtype is not None:
-        checkpoint.config = checkpoint.config.model_copy(update={"forward_dtype": dtype})
-    model = checkpoint.build_model()
+    model = checkpoint.build_model(dtype)
     remap = identifier_map(names, checkpoint.identifiers, ids_file)
     examples = select_examples(split, num_aug, limit)
-    predictions = predict(model, split, batch_size, examples, remap, keep_steps, progress=progress)
-    tasks = load_tasks(data_dir)
-    ranked = vote(split, names, predictions) if split_name == "test" else {}
-    solutions = {t.id: [p.output for p in t.test] for t in tasks if t.has_solutions}
-    scored = split_name == "test" and solutions and ranked
-    return Evaluation(tasks, predictions, ranked,
-                      pass_at_k(ranked, solutions) if scored else None)
+    kind = dataset_kind(data_dir)
+    predictions = predict(model, split, batch_size, examples, remap, keep_steps, progress=progress,
+                          score_steps=scores_step_by_step(kind, split_name))
+    return Evaluation(predictions, score(kind, data_dir, split, split_name, names, predictions))
 
 
 def write_logits(path: Path, predictions: Predictions) -> None:
-    """`logits` (steps x N x 900 x vocab) and `q_halt_logits` (steps x N), atomically."""
+    """`logits` (steps x N x seq_len x vocab) and `q_halt_logits` (steps x N), atomically."""
     tmp = path.with_name(f".{path.name}.partial.npz")
     np.savez(tmp, logits=predictions.step_logits, q_halt_logits=predictions.step_q_halt,
              example_index=predictions.example_index)
@@ -114,15 +211,5 @@ def write_logits(path: Path, predictions: Predictions) -> None:
 
 
 def summary_lines(evaluation: Evaluation) -> list[str]:
-    lines = [f"{len(evaluation.predictions.example_index)} predictions, "
-             f"{len(evaluation.ranked)} test inputs voted on, {len(evaluation.tasks)} tasks"]
-    if evaluation.pass_at is not None:
-        for label, values in (("per task (original)", evaluation.pass_at.per_task),
-                              ("per output (Kaggle)", evaluation.pass_at.per_output)):
-            lines.append(f"pass@K {label}: " + "  ".join(f"@{k} {v:.4f}" for k, v in values.items()))
-    return lines
+    return [f"{len(evaluation.predictions.example_index)} predictions", *evaluation.scores.lines()]
 
-
-def to_json(evaluation: Evaluation) -> str:
-    p = evaluation.pass_at
-    return json.dumps(None if p is None else {"per_task": p.per_task, "per_output": p.per_output})

@@ -71,7 +71,7 @@ class TRM(nn.Module):
         tokens = self.embed_tokens(inputs.long())
         puzzle = self.puzzle_emb(puzzle_identifiers)
         hidden, count = self.config.hidden_size, self.config.puzzle_tokens
-        puzzle = F.pad(puzzle, (0, count * hidden - puzzle.shape[-1])).view(-1, count, hidden)
+        puzzle = F.pad(puzzle, (0, count * hidden - puzzle.shape[-1])).view(len(puzzle), count, hidden)
         x = torch.cat([puzzle, tokens], dim=-2)
         if self.config.pos_encodings == "learned":  # 1/√2 keeps the sum's variance
             x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(self.dtype))

@@ -23,19 +23,17 @@ import yaml
 
 from trm_kaggle import __version__, distributed
 from trm_kaggle.checkpoint import (
-    TrainState, init_from_checkpoint, load_checkpoint, load_weights, name_rows, save_checkpoint)
+    TrainState, check_same_architecture, init_from_checkpoint, load_checkpoint, load_weights, name_rows, save_checkpoint)
 from trm_kaggle.config import PretrainConfig
-from trm_kaggle.dataset.format import load_identifiers, load_split
+from trm_kaggle.dataset.format import dataset_shape, load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler
 from trm_kaggle.errors import NonFiniteError, UserError
-from trm_kaggle.evaluate import load_tasks, select_examples, vote
+from trm_kaggle.evaluate import Scores, dataset_kind, score, scores_step_by_step, select_examples
 from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.model import TRM
 from trm_kaggle.optim import EMA
 from trm_kaggle.run_dir import MetricsLog, latest_checkpoint, prune
 from trm_kaggle.train import Schedule, TrainStep, flops_per_example
-from trm_kaggle.submission import submission_text
-from trm_kaggle.vote import PassAtK, build_submission, pass_at_k
 
 EVAL_DIR = "eval"  # step_N/eval/: what the evaluation at that step predicted and scored
 
@@ -50,7 +48,7 @@ class PretrainRun:
         self.eval_files: dict[str, bytes] = {}  # the last evaluation's, saved with the next checkpoint
         self.split = load_split(self.data, "train")
         self.identifiers = load_identifiers(self.data)
-        self.model_config = config.arch.to_model_config(len(self.identifiers), world.device.type == "cuda")
+        self.model_config = config.arch.to_model_config(dataset_shape(self.data), world.device.type == "cuda")
         self.sampler = TrainSampler(self.split, config.global_batch_size, config.seed, world.rank, world.world_size)
         self.total_steps = config.total_steps or max(
             1, config.epochs * self.sampler.examples_per_epoch // config.global_batch_size)
@@ -110,6 +108,7 @@ class PretrainRun:
         ckpt = load_checkpoint(path)
         if ckpt.identifiers != self.identifiers:
             raise UserError(f"{path}: its identifiers differ from {self.data}/identifiers.json: not this run's dataset")
+        check_same_architecture(self.model, ckpt)
         load_weights(self.model, {k: v.to(self.world.device) for k, v in ckpt.state_dict.items()}, path)
         state = ckpt.train_state()
         if state is None or state.global_batch_size != self.config.global_batch_size:
@@ -214,34 +213,30 @@ class PretrainRun:
         return examples_per_s * flops_per_example(self.model_config)[0] / (peak * 1e12 * self.world.world_size)
 
     def evaluate(self) -> None:
-        """pass@K on the test split with the EMA weights: every rank predicts its share of the
-        examples, rank 0 votes and logs."""
+        """The test split's scores with the EMA weights, by the dataset's kind (pass@K for
+        ARC, exact accuracy per ACT step otherwise): every rank predicts its share of the
+        examples, rank 0 scores, logs and keeps the files for the next checkpoint."""
         test = load_split(self.data, "test")
         examples = select_examples(test, self.config.eval_num_aug, None)
         mine = np.array_split(examples, self.world.world_size)[self.world.rank]
+        kind = dataset_kind(self.data)
         ema = self.step_fn.ema
         with ema.swapped_in() if ema else contextlib.nullcontext():
             part = predict(self.model, test, self.config.eval_batch_size, mine, device=self.world.device,
-                           progress=False)
-        parts = distributed.gather_to_main((part.tokens, part.q_halt_logits, part.example_index), self.world)
+                           progress=False, score_steps=scores_step_by_step(kind, "test"))
+        parts = distributed.gather_to_main(part, self.world)
         if self.world.is_main:
-            tokens, q_halt, index = (np.concatenate([p[i] for p in parts]) for i in range(3))
-            ranked = vote(test, self.identifiers, Predictions(tokens, q_halt, index))
-            tasks = load_tasks(self.data)
-            solutions = {t.id: [p.output for p in t.test] for t in tasks if t.has_solutions}
-            result = pass_at_k(ranked, solutions) if solutions and ranked else None
-            if result is not None:
-                self.log_eval(result)
-            self.eval_files = eval_files(tasks, ranked, result, self.step_fn.step, len(examples),
-                                         self.config.eval_num_aug)
+            scores = score(kind, self.data, test, "test", self.identifiers, Predictions.concat(parts))
+            self.log_eval(scores)
+            about = {"step": self.step_fn.step, "examples": len(examples), "num_aug": self.config.eval_num_aug}
+            self.eval_files = {f"{EVAL_DIR}/{name}": content for name, content in scores.files(about).items()}
         distributed.barrier()
 
-    def log_eval(self, result) -> None:
-        record = {"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4),
-                  **{f"pass@{k}": v for k, v in result.per_task.items()},
-                  **{f"kaggle_pass@{k}": v for k, v in result.per_output.items()}}
-        self.metrics.write(record)
-        self.log(f"eval step {self.step_fn.step}: pass@1 {result.per_task[1]:.4f} pass@2 {result.per_task[2]:.4f}")
+    def log_eval(self, scores: Scores) -> None:
+        metrics = scores.metrics()
+        if metrics:
+            self.metrics.write({"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4), **metrics})
+        self.log(f"eval step {self.step_fn.step}: " + "; ".join(scores.lines()))
 
     # ------------------------------------------------------------------------ checkpoints
 
@@ -266,17 +261,6 @@ class PretrainRun:
             self.log(f"saved {path}")
         distributed.barrier()
         return path
-
-
-def eval_files(tasks: list, ranked: dict, result: PassAtK | None, step: int, examples: int,
-               num_aug: int | None) -> dict[str, bytes]:
-    """What an evaluation leaves beside its checkpoint (seed 002): the complete, valid
-    submission it implies and its pass@K, so the checkpoint's predictions can be inspected or
-    scored later without re-running. Keys are paths inside step_N/."""
-    scores = {"step": step, "examples": examples, "num_aug": num_aug,
-              "per_task": result.per_task if result else None, "per_output": result.per_output if result else None}
-    return {f"{EVAL_DIR}/submission.json": submission_text(build_submission(tasks, ranked), tasks).encode(),
-            f"{EVAL_DIR}/pass_at_k.json": json.dumps(scores, indent=2).encode()}
 
 
 def distributed_sums(values: dict[str, float], world: distributed.Dist) -> dict[str, float]:

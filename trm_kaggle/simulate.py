@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from trm_kaggle.arc import load_challenges
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.errors import UserError
 from trm_kaggle.train import flops_per_example
@@ -116,7 +117,7 @@ class Settings:
 
 
 def paper_config() -> ModelConfig:
-    return ModelConfig(num_puzzle_identifiers=2)
+    return ModelConfig(**arc_shape(2).model_dump())
 
 
 @dataclass(frozen=True)

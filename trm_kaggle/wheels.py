@@ -268,8 +268,8 @@ FORWARD_CHECK = (
     "from trm_kaggle.model import TRM; m = TRM(c.config.model_copy(update={'forward_dtype': 'float32', "
     "'num_puzzle_identifiers': 2})).eval();"
     "state = dict(c.state_dict); state['puzzle_emb.weights'] = m.puzzle_emb.weights;"
-    "m.load_state_dict(state); b = {'inputs': torch.zeros(1, 900, dtype=torch.int32),"
-    "'labels': torch.zeros(1, 900, dtype=torch.int32), 'puzzle_identifiers': torch.ones(1, dtype=torch.int32)};"
+    "m.load_state_dict(state); n = m.config.seq_len; b = {'inputs': torch.zeros(1, n, dtype=torch.int32),"
+    "'labels': torch.zeros(1, n, dtype=torch.int32), 'puzzle_identifiers': torch.ones(1, dtype=torch.int32)};"
     "carry, out = m(m.initial_carry(b), b); print(trm_kaggle.__version__, tuple(out['logits'].shape))")
 
 

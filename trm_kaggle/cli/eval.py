@@ -1,4 +1,5 @@
-"""trm-eval: pass@K of a checkpoint on a dataset split (and a submission, logits on request)."""
+"""trm-eval: a checkpoint's scores on a dataset split: pass@K on ARC, exact accuracy per ACT step on other
+puzzles (and a submission, logits on request)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.cli.common import run_cli
-from trm_kaggle.evaluate import evaluate, summary_lines, write_logits
+from trm_kaggle.evaluate import ARCVote, dataset_kind, evaluate, summary_lines, write_logits
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import build_submission
 
@@ -26,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="forward dtype (default: the checkpoint's on GPU, float32 on CPU)")
-    p.add_argument("--submission", type=Path, help="write a complete submission.json here")
+    p.add_argument("--submission", type=Path, help="write a complete submission.json here (ARC test split)")
     p.add_argument("--dump-logits", type=Path, help="write every ACT step's logits and q_halt here (.npz)")
     p.add_argument("--identifiers", type=Path, metavar="FILE",
                    help="names of the checkpoint's embedding rows (the identifiers.json of the dataset it was "
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise_usage(f"{flag} must be {'>= 0' if flag == '--num-aug' else '>= 1'}, got {value}")
         if args.identifiers and args.rows_by_position:
             raise_usage("--identifiers names the rows, --rows-by-position guesses them: give one")
+        if args.submission and (args.split != "test" or dataset_kind(args.data) != "arc"):
+            raise_usage(f"--submission: only an ARC dataset's test split has a submission ({args.data} "
+                        f"{args.split})")
         for flag, path in (("--submission", args.submission), ("--dump-logits", args.dump_logits)):
             if path is not None and not path.parent.is_dir():  # before minutes of inference, not after
                 raise_usage(f"{flag} {path}: {path.parent} is not a directory")
@@ -60,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                           rows_by_position=args.rows_by_position)
         if args.dump_logits:
             write_logits(args.dump_logits, result.predictions)
-        if args.submission:
-            write_submission(args.submission, build_submission(result.tasks, result.ranked), result.tasks)
+        if args.submission and isinstance(result.scores, ARCVote):
+            scores = result.scores
+            write_submission(args.submission, build_submission(scores.tasks, scores.ranked), scores.tasks)
         print("\n".join(summary_lines(result)))
 
     return run_cli(PROG, body)

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from trm_kaggle.cli.common import run_cli
-from trm_kaggle.config import PretrainConfig
+from trm_kaggle.config import DATASET_FIELDS, PretrainConfig
 from trm_kaggle.errors import UserError
 
 PROG = "trm-pretrain"
@@ -47,6 +47,11 @@ def validate(raw: dict[str, Any]) -> PretrainConfig:
 
 
 def load_config(overrides: list[str]) -> PretrainConfig:
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("arch.") and key[len("arch."):] in DATASET_FIELDS:
+            raise UserError(f"config: {key}: set by the dataset (data_path's train/dataset.json and "
+                            "identifiers.json), not by the config")
     return validate(compose(overrides))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from trm_kaggle.augment import SEQ_LEN, VOCAB_SIZE
+from trm_kaggle.config import DataShape
 from trm_kaggle.errors import UserError
 
 SPLITS = ("train", "test")
@@ -129,3 +130,16 @@ def load_identifiers(data_dir: Path) -> list[str]:
 def directory_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
+
+
+def dataset_shape(data_dir: Path) -> DataShape:
+    """The model shape a dataset asks for: rows from identifiers.json, vocabulary and sequence
+    length from train/dataset.json (test/dataset.json must agree). UserError otherwise."""
+    data_dir = Path(data_dir)
+    train, test = (load_split(data_dir, split).metadata for split in SPLITS)
+    for name in ("vocab_size", "seq_len"):
+        if getattr(train, name) != getattr(test, name):
+            raise UserError(f"{data_dir}: train/dataset.json has {name} {getattr(train, name)}, "
+                            f"test/dataset.json {getattr(test, name)}")
+    return DataShape(num_puzzle_identifiers=len(load_identifiers(data_dir)), vocab_size=train.vocab_size,
+                     seq_len=train.seq_len)

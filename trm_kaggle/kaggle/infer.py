@@ -57,9 +57,8 @@ def load_model(spec: WorkerSpec, device: torch.device):
     if (spec.finetuned_dir / "meta.json").is_file():
         ckpt = load_checkpoint(spec.finetuned_dir)
         dtype = "bfloat16" if device.type == "cuda" else "float32"
-        ckpt.config = ckpt.config.model_copy(update={"forward_dtype": dtype})
         log.info("inference with the fine-tuned weights of step %s", ckpt.step)
-        return ckpt.build_model().to(device)
+        return ckpt.build_model(dtype).to(device)
     from trm_kaggle.kaggle.finetune import build_model
 
     log.info("no fine-tuned weights: inference with the packaged model")
@@ -85,8 +84,7 @@ def predict_resilient(model, split: SplitArrays, examples: np.ndarray, batch: in
             log.warning("CUDA out of memory: inference batch now %d", batch)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return Predictions(np.concatenate([p.tokens for p in parts]), np.concatenate([p.q_halt_logits for p in parts]),
-                       np.concatenate([p.example_index for p in parts])), batch
+    return Predictions.concat(parts), batch
 
 
 def predict_chunk(runner, model, split: SplitArrays, rows: np.ndarray, batch: int, device: torch.device):
