@@ -8,6 +8,8 @@ import pytest
 from trm_kaggle.dataset.format import (
     BLANK_IDENTIFIER, DatasetMetadata, SplitIndex, load_identifiers, load_split, write_identifiers, write_split)
 
+from conftest import REFERENCE_DATASET
+
 SEQ_LEN, VOCAB = 64, 3
 
 
@@ -52,6 +54,15 @@ def test_an_empty_split_is_written(tmp_path):
     meta = write_tiny(tmp_path / "test", [], index)
     assert (meta.total_puzzles, meta.total_groups, meta.mean_puzzle_examples) == (0, 0, 0.0)
     assert load_split(tmp_path, "test").inputs.shape == (0, SEQ_LEN)
+
+
+def test_metadata_requires_the_shape_and_still_loads_the_originals():
+    with pytest.raises(ValueError, match="vocab_size"):
+        DatasetMetadata(seq_len=SEQ_LEN, num_puzzle_identifiers=1, total_groups=0, total_puzzles=0,
+                        mean_puzzle_examples=0.0)
+    for split in ("train", "test"):
+        meta = load_split(REFERENCE_DATASET, split).metadata
+        assert (meta.vocab_size, meta.seq_len) == (12, 900)
 
 
 def test_a_token_outside_the_vocabulary_names_the_file_and_row(tmp_path):

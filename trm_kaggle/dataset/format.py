@@ -9,8 +9,8 @@ are interchangeable (DESIGN §4).
     DIR/{train,test}/all__{puzzle_indices,group_indices}.npy  (P+1,), (G+1,) int32 offsets
     DIR/build.json              how it was built (ours only; the original ignores it)
 
-`write_identifiers` and `write_split` write any dataset of this layout, given its sequence
-length and vocabulary; `dataset/build.py` is the ARC builder.
+Nothing here knows about ARC: `write_identifiers` and `write_split` write any dataset of this
+layout, given its sequence length and vocabulary; `dataset/build.py` is the ARC builder.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import BinaryIO, Iterable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from trm_kaggle.augment import SEQ_LEN, VOCAB_SIZE
 from trm_kaggle.errors import UserError
 
 SPLITS = ("train", "test")
@@ -37,15 +36,16 @@ INT32_MAX = np.iinfo(np.int32).max
 
 
 class DatasetMetadata(BaseModel):
-    """`dataset.json` of one split; field order as the original writes it."""
+    """`dataset.json` of one split; field order as the original writes it. The shape
+    (`vocab_size`, `seq_len`) has no default: the original always writes it."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     pad_id: int = 0
     ignore_label_id: int | None = 0
     blank_identifier_id: int = 0
-    vocab_size: int = VOCAB_SIZE
-    seq_len: int = SEQ_LEN
+    vocab_size: int
+    seq_len: int
     num_puzzle_identifiers: int
     total_groups: int
     mean_puzzle_examples: float
