@@ -1,9 +1,10 @@
 """`trm-build-data`: ARC tasks -> the augmented dataset in the original TRM layout.
 
 Two phases. Phase 1 picks each task's variants (row 0 the original, then up to `num_aug`
-distinct augmentations) and gives every variant its identifier row; phase 2 streams the
-encoded examples to the `.npy` files chunk by chunk, encoding the next chunk (numba, no GIL)
-while the previous one is written. Nothing but the small per-task plans is ever held whole.
+distinct augmentations) and gives every variant its identifier row; phase 2 encodes the
+examples chunk by chunk and hands them, with each split's index, to the generic writer
+(format.write_split), which writes the previous chunk while the next is encoded (numba, no
+GIL). Nothing but the small per-task plans is ever held whole.
 
 What goes where, as the original builder: tasks of the `--test-set` subset put their
 demonstration pairs in the train split and their test pairs in the test split; every other
@@ -24,7 +25,6 @@ Deviations from the original, all deliberate:
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -35,9 +35,9 @@ from tqdm import tqdm
 from trm_kaggle import __version__
 from trm_kaggle.atomic import atomic_dir, check_replaceable
 from trm_kaggle.arc import Task, describe_source, load_source, source_files, write_kaggle_files
-from trm_kaggle.augment import CANVAS, SEQ_LEN, encode_grids, variant_name
+from trm_kaggle.augment import CANVAS, SEQ_LEN, VOCAB_SIZE, encode_grids, variant_name
 from trm_kaggle.dataset.format import (
-    BLANK_IDENTIFIER, DatasetMetadata, NpyStreamWriter, array_path, directory_size, write_json)
+    BLANK_IDENTIFIER, SplitIndex, directory_size, write_identifiers, write_json, write_split)
 from trm_kaggle.dataset.selection import select
 from trm_kaggle.dataset.variants import GridBank, choose_variants, task_rng
 from trm_kaggle.errors import UserError
@@ -238,53 +238,31 @@ def chunks(plans: Sequence[TaskPlan], bases: Sequence[int], split: str, translat
         yield RowSpec.concat(pending)
 
 
-def split_index(plans: Sequence[TaskPlan], split: str) -> dict[str, np.ndarray]:
-    """puzzle_identifiers, puzzle_indices and group_indices of a split."""
-    members = [p for p in plans if len(p.examples(split))]
+def split_index(members: Sequence[TaskPlan], split: str) -> SplitIndex:
+    """The index of a split whose tasks are `members`: a group per task, a puzzle per variant."""
     identifiers = np.concatenate([p.first_identifier + np.arange(p.num_variants) for p in members]
                                  or [np.zeros(0, np.int64)])
     sizes = np.concatenate([np.full(p.num_variants, len(p.examples(split))) for p in members]
                            or [np.zeros(0, np.int64)])
     groups = np.array([p.num_variants for p in members], dtype=np.int64)
-    return {
-        "puzzle_identifiers": identifiers.astype(np.int32),
-        "puzzle_indices": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32),
-        "group_indices": np.concatenate([[0], np.cumsum(groups)]).astype(np.int32),
-    }
-
-
-def write_split(split_dir: Path, split: str, plans: Sequence[TaskPlan], bank: GlobalBank,
-                options: BuildOptions, num_identifiers: int) -> int:
-    """Write one split; returns its number of examples."""
-    split_dir.mkdir()
-    index = split_index(plans, split)
-    for name, array in index.items():
-        np.save(array_path(split_dir, name), array)
-    num_rows = int(index["puzzle_indices"][-1])
-    members = [(p, b) for p, b in zip(plans, bank.bases) if len(p.examples(split))]
-    writers = [NpyStreamWriter(array_path(split_dir, f), (num_rows, SEQ_LEN)) for f in ("inputs", "labels")]
-    with tqdm(total=len(members), desc=f"{split} split", unit="task", disable=not options.progress) as bar, \
-            ThreadPoolExecutor(max_workers=1) as io:
-        pending = None
-        for spec in chunks([p for p, _ in members], [b for _, b in members], split,
-                           options.translation, options.seed, bar):
-            encoded = encode_rows(bank, spec)
-            if pending is not None:
-                pending.result()
-            pending = io.submit(lambda arrays: [w.write(a) for w, a in zip(writers, arrays)], encoded)
-        if pending is not None:
-            pending.result()
-    for writer in writers:
-        writer.close()
-    num_puzzles = len(index["puzzle_identifiers"])
-    metadata = DatasetMetadata(
-        num_puzzle_identifiers=num_identifiers,
-        total_groups=len(index["group_indices"]) - 1,
-        mean_puzzle_examples=num_rows / num_puzzles if num_puzzles else 0.0,
-        total_puzzles=num_puzzles,
+    return SplitIndex(
+        puzzle_identifiers=identifiers.astype(np.int32),
+        puzzle_indices=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32),
+        group_indices=np.concatenate([[0], np.cumsum(groups)]).astype(np.int32),
     )
-    write_json(split_dir / "dataset.json", metadata.model_dump())
-    return num_rows
+
+
+def build_split(split_dir: Path, split: str, plans: Sequence[TaskPlan], bank: GlobalBank,
+                options: BuildOptions, num_identifiers: int) -> int:
+    """Encode and write one split; returns its number of examples."""
+    members = [(p, b) for p, b in zip(plans, bank.bases) if len(p.examples(split))]
+    index = split_index([p for p, _ in members], split)
+    with tqdm(total=len(members), desc=f"{split} split", unit="task", disable=not options.progress) as bar:
+        specs = chunks([p for p, _ in members], [b for _, b in members], split, options.translation,
+                       options.seed, bar)
+        write_split(split_dir, (encode_rows(bank, spec) for spec in specs), index,  # lazy: encoded one ahead
+                    seq_len=SEQ_LEN, vocab_size=VOCAB_SIZE, num_puzzle_identifiers=num_identifiers)
+    return index.num_rows
 
 
 # ---------------------------------------------------------------------------- the whole build
@@ -319,11 +297,10 @@ def is_dataset_dir(path: Path) -> bool:
 
 
 def write_dataset(staging: Path, plans: list[TaskPlan], options: BuildOptions) -> dict[str, int]:
-    names = identifiers(plans)
-    write_json(staging / "identifiers.json", names)
+    num_identifiers = write_identifiers(staging, identifiers(plans))
     write_json(staging / "test_puzzles.json", {p.task.id: p.task.to_json() for p in plans if p.in_test_set})
     bank = GlobalBank.of(plans)
-    return {split: write_split(staging / split, split, plans, bank, options, len(names))
+    return {split: build_split(staging / split, split, plans, bank, options, num_identifiers)
             for split in ("train", "test")}
 
 
