@@ -10,8 +10,8 @@ from trm_kaggle.augment import arc_shape
 from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.config import ModelConfig, tiny_model_config
 from trm_kaggle.layers import swiglu_width, trunc_normal_
-from trm_kaggle.losses import IGNORE_LABEL, act_loss, log_stablemax
-from trm_kaggle.model import TRM
+from trm_kaggle.losses import IGNORE_LABEL, ACTLoss, log_stablemax
+from trm_kaggle.model import TRM, Carry
 
 from conftest import FIXTURES
 
@@ -40,7 +40,7 @@ def test_reproduces_the_original_logits_q_and_losses_at_every_step():
     with torch.no_grad():
         for step in range(3):
             carry, out = model(carry, batch)
-            _, metrics = act_loss(out["logits"], out["q_halt_logits"], carry.data["labels"], carry.halted, carry.steps)
+            _, metrics = ACTLoss()(out, carry)
             np.testing.assert_allclose(out["logits"].numpy(), expected["logits"][step], atol=1e-4, rtol=0)
             np.testing.assert_allclose(out["q_halt_logits"].numpy(), expected["q_halt_logits"][step], atol=1e-4, rtol=0)
             assert metrics["lm_loss"].item() == pytest.approx(expected["lm_loss"][step], rel=1e-6)
@@ -57,7 +57,8 @@ def test_paper_configuration_has_the_papers_size():
 @pytest.mark.parametrize("changes", [
     dict(puzzle_emb_len=1), dict(puzzle_emb_len=16), dict(puzzle_emb_len=0, puzzle_emb_ndim=80),
     dict(L_cycles=6, H_cycles=1), dict(L_layers=3, num_heads=4, expansion=2.0),
-    dict(pos_encodings="learned"), dict(hidden_size=48, num_heads=3, puzzle_emb_ndim=24)])
+    dict(pos_encodings="learned"), dict(hidden_size=48, num_heads=3, puzzle_emb_ndim=24),
+    dict(puzzle_emb_ndim=0, puzzle_emb_len=0), dict(puzzle_emb_ndim=0, puzzle_emb_len=2)])
 def test_every_configuration_runs_with_the_originals_names_and_shapes(changes):
     config = tiny(**changes)
     model = TRM(config).eval()
@@ -100,7 +101,7 @@ def test_training_gradients_reach_the_trunk_and_only_the_batchs_embedding_rows()
     model = TRM(config).train()
     batch = random_batch(config)
     carry, out = model(model.initial_carry(batch), batch)
-    loss, _ = act_loss(out["logits"], out["q_halt_logits"], carry.data["labels"], carry.halted, carry.steps)
+    loss, _ = ACTLoss()(out, carry)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p is not model.q_head.bias)
     assert not model.puzzle_emb.weights.requires_grad
@@ -147,7 +148,9 @@ def test_act_loss_by_hand():
     logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]], [[0.0, 3.0], [5.0, 0.0]]])
     labels = torch.tensor([[1, 1], [1, IGNORE_LABEL]])
     q_halt = torch.tensor([0.5, -0.5])
-    loss, metrics = act_loss(logits, q_halt, labels, torch.tensor([True, True]), torch.tensor([2, 3]))
+    carry = Carry(z_H=torch.zeros(2), z_L=torch.zeros(2), steps=torch.tensor([2, 3]),
+                  halted=torch.tensor([True, True]), data={"labels": labels})
+    loss, metrics = ACTLoss()({"logits": logits, "q_halt_logits": q_halt}, carry)
     logp = lambda row, k: torch.log(torch.where(row < 0, 1 / (1 - row), row + 1)[k] / torch.where(  # noqa: E731
         row < 0, 1 / (1 - row), row + 1).sum())
     lm = -(logp(logits[0, 0], 1) + logp(logits[0, 1], 1)) / 2 - logp(logits[1, 0], 1)
@@ -155,3 +158,6 @@ def test_act_loss_by_hand():
     assert loss.item() == pytest.approx((lm + 0.5 * bce).item(), rel=1e-6)
     assert metrics["exact_accuracy"].item() == 1 and metrics["accuracy"].item() == pytest.approx(1.5)
     assert metrics["q_halt_accuracy"].item() == 0 and metrics["steps"].item() == 5
+    assert metrics["loss"].item() == loss.item() and metrics["lm_loss"].item() == pytest.approx(lm.item(), rel=1e-6)
+    assert ACTLoss(q_halt_weight=0)({"logits": logits, "q_halt_logits": q_halt}, carry)[0].item() == \
+        pytest.approx(lm.item(), rel=1e-6)

@@ -1,9 +1,14 @@
-"""Stablemax cross-entropy and the ACT loss head, as the original TRM computes them."""
+"""The training loss: per-sequence terms (token cross-entropy, halting BCE) and the loss object
+that sums them for one ACT step, as the original TRM's ACTLossHead computes it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from trm_kaggle.model import Carry
 
 IGNORE_LABEL = -100
 
@@ -22,29 +27,55 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: to
     return -torch.where(mask, picked, 0)
 
 
-def act_loss(logits: torch.Tensor, q_halt_logits: torch.Tensor, labels: torch.Tensor,
-             halted: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of one ACT step and its metrics (sums over the batch; divide by counts).
-
-    loss = Σ_sequences mean token loss over non-ignored labels + 0.5 · Σ BCE(q_halt, exact),
-    where `exact` means every non-ignored token is right. Every sequence counts in the loss
-    at every step; metrics count only sequences that halted this step and have labels.
-    """
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sequence's mean stablemax cross-entropy over its labelled tokens: (B, L, V) logits
+    and (B, L) labels -> (B,) float64 (0 for a sequence without labels). TRM's `lm_loss`."""
     mask = labels != IGNORE_LABEL
-    counts = mask.sum(-1)
-    divisor = counts.clamp_min(1).unsqueeze(-1)
-    with torch.no_grad():
-        correct = mask & (logits.argmax(-1) == labels)
-        exact = correct.sum(-1) == counts
-        valid = halted & (counts > 0)
-        metrics = {
-            "count": valid.sum(),
-            "accuracy": torch.where(valid, (correct.float() / divisor).sum(-1), 0).sum(),
-            "exact_accuracy": (valid & exact).sum(),
-            "q_halt_accuracy": (valid & ((q_halt_logits >= 0) == exact)).sum(),
-            "steps": torch.where(valid, steps, 0).sum(),
-        }
-    lm_loss = (stablemax_cross_entropy(logits, labels, mask) / divisor).sum()
-    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt_logits, exact.to(q_halt_logits.dtype), reduction="sum")
-    metrics |= {"lm_loss": lm_loss.detach(), "q_halt_loss": q_halt_loss.detach()}
-    return lm_loss + 0.5 * q_halt_loss, metrics
+    return (stablemax_cross_entropy(logits, labels, mask) / mask.sum(-1).clamp_min(1).unsqueeze(-1)).sum(-1)
+
+
+def halting_loss(q_halt_logits: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """Each sequence's binary cross-entropy of q_halt against "the answer is exactly right":
+    (B,) logits and (B,) bool -> (B,) in the logits' dtype. TRM's `q_halt_loss`."""
+    return F.binary_cross_entropy_with_logits(q_halt_logits, exact.to(q_halt_logits.dtype), reduction="none")
+
+
+@dataclass(frozen=True)
+class ACTLoss:
+    """The TRM's loss of one ACT step (the original's ACTLossHead with no_ACT_continue):
+    loss = Σ_sequences token_loss + q_halt_weight · Σ_sequences halting_loss, where every
+    sequence counts at every step.
+
+    Called with the step's outputs and new carry, it returns (loss, metrics): the loss summed
+    over the batch's rows (the trainer divides by the global batch), and metric sums, detached.
+    Metric names say how to average them: `loss` (the total) and `*_loss` terms are sums over
+    every row; `count` counts the rows that halted this step and have labels, and the other
+    metrics (`accuracy`, `exact_accuracy`, `q_halt_accuracy`, `steps`) are sums over those.
+    A new term (KD, DIS) is a new `*_loss` metric here; reports sum whatever terms exist."""
+
+    q_halt_weight: float = 0.5
+
+    def __call__(self, outputs: dict[str, torch.Tensor], carry: Carry) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, q_halt, labels = outputs["logits"], outputs["q_halt_logits"], carry.data["labels"]
+        mask = labels != IGNORE_LABEL
+        counts = mask.sum(-1)
+        with torch.no_grad():
+            correct = mask & (logits.argmax(-1) == labels)
+            exact = correct.sum(-1) == counts
+            valid = carry.halted & (counts > 0)
+            metrics = {
+                "count": valid.sum(),
+                "accuracy": torch.where(valid, correct.sum(-1) / counts.clamp_min(1), 0).sum(),
+                "exact_accuracy": (valid & exact).sum(),
+                "q_halt_accuracy": (valid & ((q_halt >= 0) == exact)).sum(),
+                "steps": torch.where(valid, carry.steps, 0).sum(),
+            }
+        terms = {"lm_loss": token_loss(logits, labels).sum(), "q_halt_loss": halting_loss(q_halt, exact).sum()}
+        loss = terms["lm_loss"] + self.q_halt_weight * terms["q_halt_loss"]
+        return loss, metrics | {k: v.detach() for k, v in terms.items()} | {"loss": loss.detach()}
+
+
+def is_loss_sum(name: str) -> bool:
+    """Whether a metric of ACTLoss is a sum over every row (`loss`, `*_loss`) rather than over
+    the `count` rows that halted."""
+    return name == "loss" or name.endswith("_loss")

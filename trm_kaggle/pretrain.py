@@ -30,11 +30,12 @@ from trm_kaggle.dataset.sampler import TrainSampler
 from trm_kaggle.errors import NonFiniteError, UserError
 from trm_kaggle.evaluate import Scores, dataset_kind, score, scores_step_by_step, select_examples
 from trm_kaggle.inference import Predictions, predict
+from trm_kaggle.losses import is_loss_sum
 from trm_kaggle.model import TRM
-from trm_kaggle.optim import EMA
 from trm_kaggle.run_dir import MetricsLog, latest_checkpoint, prune
-from trm_kaggle.train import Schedule, TrainStep, flops_per_example
+from trm_kaggle.train import Schedule, build_train_step, flops_per_example
 
+STEP_METRICS = ("lr_trunk", "lr_puzzle_emb", "grad_norm")  # TrainStep's own, per step
 EVAL_DIR = "eval"  # step_N/eval/: what the evaluation at that step predicted and scored
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
@@ -59,10 +60,8 @@ class PretrainRun:
         if resume_from is None and config.init_from:
             self.initialise_from(Path(config.init_from))
         self.model.to(world.device)
-        ema = EMA(self.model, config.ema_rate) if config.ema else None
-        compiled = torch.compile(self.model) if config.compile and world.device.type == "cuda" else None
-        self.step_fn = TrainStep(self.model, self.schedule(), config.global_batch_size, ema, config.seed,
-                                 world.rank, compiled)
+        self.step_fn = build_train_step(self.model, self.schedule(), config.global_batch_size, world, seed=config.seed,
+                                        ema_rate=config.ema_rate if config.ema else None, compile=config.compile)
         self.elapsed = 0.0
         if resume_from is not None:
             self.restore(resume_from)
@@ -183,15 +182,10 @@ class PretrainRun:
         return bool(every) and int(self.sampler.epoch_progress) // every > epoch_before // every
 
     def report(self, sums: dict[str, float], steps: int, seconds: float) -> None:
-        totals = distributed_sums(sums, self.world)
-        count = max(totals.get("count", 0.0), 1.0)
         examples_per_s = steps * self.config.global_batch_size / max(seconds, 1e-9)
         record = {"step": self.step_fn.step, "epoch": round(self.sampler.epoch_progress, 4),
-                  "lr_trunk": sums.get("lr_trunk", 0.0) / max(steps, 1),
-                  "lr_puzzle_emb": sums.get("lr_puzzle_emb", 0.0) / max(steps, 1),
-                  "examples_per_s": round(examples_per_s, 2),
-                  "loss": (totals["lm_loss"] + 0.5 * totals["q_halt_loss"]) / (steps * self.config.global_batch_size),
-                  **{k: totals[k] / count for k in ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")}}
+                  "examples_per_s": round(examples_per_s, 2), **window_means(sums, steps, self.config.global_batch_size,
+                                                                            self.world)}
         mfu = self.mfu(examples_per_s)
         if mfu is not None:
             record["mfu"] = round(mfu, 4)
@@ -261,6 +255,18 @@ class PretrainRun:
             self.log(f"saved {path}")
         distributed.barrier()
         return path
+
+
+def window_means(sums: dict[str, float], steps: int, global_batch_size: int,
+                 world: distributed.Dist) -> dict[str, float]:
+    """A logging window's metrics from its per-step sums: the step's own values (`lr_*`,
+    `grad_norm`, the same on every rank) averaged over steps; the loss's terms (`loss`,
+    `*_loss`) per example seen; its other metrics per sequence that halted (`count`), summed
+    over ranks first. See losses.ACTLoss for the names."""
+    own = {k: v / max(steps, 1) for k, v in sums.items() if k in STEP_METRICS}
+    totals = distributed_sums({k: v for k, v in sums.items() if k not in STEP_METRICS}, world)
+    count = max(totals.pop("count", 0.0), 1.0)
+    return own | {k: v / (steps * global_batch_size if is_loss_sum(k) else count) for k, v in totals.items()}
 
 
 def distributed_sums(values: dict[str, float], world: distributed.Dist) -> dict[str, float]:

@@ -11,6 +11,7 @@ from each rank's RNG, so a run gives the same weights on any number of ranks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,7 +22,7 @@ import torch.distributed as dist
 from trm_kaggle import distributed
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.errors import NonFiniteError
-from trm_kaggle.losses import act_loss
+from trm_kaggle.losses import ACTLoss
 from trm_kaggle.model import TRM, Batch, Carry
 from trm_kaggle.optim import EMA, AdamATan2, SignSGDEmbedding, set_lr
 
@@ -55,6 +56,7 @@ class TrainStep:
     carry: Carry | None = None
     micro_batches: int = 1  # pieces each rank's batch runs in, gradients accumulated (more after a CUDA OOM)
     before_forward: Callable[[int], None] | None = None  # called with each piece's rows (fault injection)
+    loss: Callable = field(default_factory=ACTLoss)  # (outputs, carry) -> (loss summed over rows, metric sums)
     trunk: AdamATan2 = field(init=False)
     embeddings: SignSGDEmbedding = field(init=False)
     frozen: list[torch.nn.Parameter] = field(init=False, default_factory=list)  # trunk, during embeddings-only steps
@@ -64,6 +66,28 @@ class TrainStep:
         self.trunk = AdamATan2(self.model.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
         self.embeddings = SignSGDEmbedding(self.model.puzzle_emb, lr=s.puzzle_emb_lr,
                                            weight_decay=s.puzzle_emb_weight_decay)
+
+    def replan(self, total_steps: int, embeddings_only_steps: int) -> None:
+        """Set the schedule's length once it is known (test-time fine-tuning plans its steps
+        after timing a few)."""
+        self.schedule = dataclasses.replace(self.schedule, total_steps=max(total_steps, 1),
+                                            embeddings_only_steps=embeddings_only_steps)
+
+    def probe(self, batch: Batch, train_trunk: bool) -> None:
+        """Forward and backward of one training step over `batch`, leaving no trace: weights,
+        optimizer, step, carry and gradients as they were (timing a step, trying the
+        compiled forward). Trunk gradients only with `train_trunk`, as a real step."""
+        self.model.train()
+        self.freeze_trunk(not train_trunk)
+        self.forward_backward(self.carry or self.model.initial_carry(batch), batch)
+        self.trunk.zero_grad(set_to_none=True)
+        self.embeddings.zero_grad()
+
+    def use_eager(self) -> None:
+        """Run the model itself from now on (a compiled forward that failed)."""
+        self.forward = None
+        self.trunk.zero_grad(set_to_none=True)
+        self.embeddings.zero_grad()
 
     def halting_noise(self, rows: int, device: torch.device) -> torch.Tensor:
         """This rank's slice of the global batch's exploration draws for the coming step."""
@@ -155,7 +179,7 @@ class TrainStep:
             sub = carry if pieces == 1 else carry_rows(carry, part)
             new, out = forward(sub, batch if pieces == 1 else {k: v[part] for k, v in batch.items()},
                                None if noise is None else noise[part])
-            loss, metrics = act_loss(out["logits"], out["q_halt_logits"], new.data["labels"], new.halted, new.steps)
+            loss, metrics = self.loss(out, new)
             (loss / self.global_batch_size).backward()
             carries.append(new)
             losses.append(loss.detach())
@@ -205,6 +229,19 @@ class TrainStep:
         part = slice(self.rank * rows, (self.rank + 1) * rows)
         whole = concat_carries([Carry(**state) for state in states])
         self.carry = map_carry(whole, lambda tensor: tensor[part].to(device))
+
+
+def build_train_step(model: TRM, schedule: Schedule, global_batch_size: int, world: distributed.Dist, *,
+                     seed: int = 0, ema_rate: float | None = None, compile: bool = False,
+                     before_forward: Callable[[int], None] | None = None) -> TrainStep:
+    """The one way pretraining and test-time fine-tuning set up training: `model` (on
+    `world.device`, with what should train already `requires_grad`) → EMA of those weights
+    (`ema_rate`; None: no EMA) → torch.compile on CUDA (`compile`) → a TrainStep for this
+    rank's slice of each global batch."""
+    ema = EMA(model, ema_rate) if ema_rate is not None else None
+    compiled = torch.compile(model) if compile and world.device.type == "cuda" else None
+    return TrainStep(model, schedule, global_batch_size, ema, seed, world.rank, compiled,
+                     before_forward=before_forward)
 
 
 def map_carry(carry: Carry, fn: Callable[[torch.Tensor], torch.Tensor]) -> Carry:

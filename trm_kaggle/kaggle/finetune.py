@@ -15,7 +15,6 @@ steps since then.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -23,7 +22,6 @@ import time
 from typing import Callable
 
 import torch
-from torch import nn
 
 from trm_kaggle import distributed
 from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, save_state
@@ -36,8 +34,7 @@ from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
 from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION
 from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
 from trm_kaggle.model import TRM
-from trm_kaggle.optim import EMA
-from trm_kaggle.train import Schedule, TrainStep
+from trm_kaggle.train import Schedule, build_train_step
 
 log = logging.getLogger("trm_kaggle.submit")
 PROBES = 2  # timed repetitions per warm-up measurement, after one untimed
@@ -59,11 +56,6 @@ def build_model(spec: WorkerSpec, device: torch.device, identifiers: list[str]) 
     log.info("model %s: %d embedding rows copied by name, %d new (%s)", spec.model_dir, copied, fresh,
              spec.options.new_rows)
     return model.to(device)
-
-
-def set_trainable(params: list[nn.Parameter], flag: bool) -> None:
-    for p in params:
-        p.requires_grad_(flag)
 
 
 def synchronize(device: torch.device) -> None:
@@ -92,18 +84,14 @@ class Finetuner:
         self.identifiers = load_identifiers(spec.data_dir)
         self.split = load_split(spec.data_dir, "train")
         self.model = build_model(spec, world.device, self.identifiers)
-        lora = self.options.mode == "lora"
-        self.trainable = add_lora(self.model, self.options.lora_rank) if lora else list(self.model.parameters())
-        ema = EMA(self.model, self.options.ema_rate)  # built while `trainable` requires grad
-        use_compile = self.options.compile and world.device.type == "cuda"
         o = self.options
+        if o.mode == "lora":
+            add_lora(self.model, o.lora_rank)  # the base weights stop requiring grad
         schedule = Schedule(lr=o.lr, puzzle_emb_lr=o.puzzle_emb_lr, warmup_steps=o.warmup_steps,
                             weight_decay=o.weight_decay, puzzle_emb_weight_decay=o.weight_decay)
-        self.step_fn = TrainStep(self.model, schedule, o.batch_size, ema, o.seed, world.rank,
-                                 torch.compile(self.model) if use_compile else None,
-                                 before_forward=faults.before_finetune_forward)
+        self.step_fn = build_train_step(self.model, schedule, o.batch_size, world, seed=o.seed, ema_rate=o.ema_rate,
+                                        compile=o.compile, before_forward=faults.before_finetune_forward)
         self.sampler = TrainSampler(self.split, o.batch_size, o.seed, world.rank, world.world_size)
-        self.trunk_training: bool | None = None
         self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock)
 
     # ------------------------------------------------------------------------ warm-up and plan
@@ -113,12 +101,7 @@ class Finetuner:
         gradients restored): what a step costs without taking one."""
         def run() -> None:
             faults.before_probe()
-            self.train_trunk(train_trunk)
-            self.model.train()
-            batch = self.batch()
-            self.step_fn.forward_backward(self.step_fn.carry or self.model.initial_carry(batch), batch)
-            self.model.zero_grad(set_to_none=True)
-            self.step_fn.embeddings.zero_grad()
+            self.step_fn.probe(self.batch(), train_trunk)
         return run
 
     def probe_inference(self) -> tuple[Callable[[], None], int]:
@@ -161,8 +144,7 @@ class Finetuner:
                 failed = True
         if distributed.any_rank(failed, self.world.device):
             log.warning("fine-tuning in eager mode")
-            self.step_fn.forward = None
-            self.model.zero_grad(set_to_none=True)
+            self.step_fn.use_eager()
 
     def predicted(self) -> Measured:
         """A dry run's warm-up: the target hardware's predicted costs, charged as if measured."""
@@ -187,22 +169,15 @@ class Finetuner:
     def batch(self) -> dict[str, torch.Tensor]:
         return {k: v.to(self.world.device, non_blocking=True) for k, v in self.sampler.next_batch().items()}
 
-    def train_trunk(self, flag: bool) -> None:
-        if flag != self.trunk_training:
-            set_trainable(self.trainable, flag)
-            self.trunk_training = flag
-
     def run(self) -> None:
         self.check_compile()
         plan = self.make_plan()
-        self.step_fn.schedule = dataclasses.replace(self.step_fn.schedule, total_steps=max(plan.steps, 1),
-                                                    embeddings_only_steps=plan.embeddings_only_steps)
+        self.step_fn.replan(plan.steps, plan.embeddings_only_steps)
         emb_only = self.options.mode == "emb_only"
         started = last_save = clock.now()
         while self.done < plan.steps:
             faults.before_finetune_step(self.world.rank, self.step_fn.step)
             trunk = not emb_only and self.done >= plan.embeddings_only_steps
-            self.train_trunk(trunk)
             try:
                 metrics = self.step_fn(self.batch(), train_trunk=trunk)
             except NonFiniteError as exc:  # every rank at once: stop, keep the last weights saved
