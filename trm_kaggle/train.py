@@ -21,6 +21,7 @@ import torch.distributed as dist
 from trm_kaggle import distributed
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.errors import NonFiniteError
+from trm_kaggle.layers import swiglu_width
 from trm_kaggle.losses import act_loss
 from trm_kaggle.model import TRM, Batch, Carry
 from trm_kaggle.optim import EMA, AdamATan2, SignSGDEmbedding, set_lr
@@ -246,7 +247,7 @@ def flops_per_example(config: ModelConfig) -> tuple[float, float]:
     H·(L+1) network calls; backward (2× forward) only through the last H cycle's L+1 calls.
     The paper config gives ≈ 398 and 239 GFLOP (DESIGN §5)."""
     tokens, hidden = config.seq_len + config.puzzle_tokens, config.hidden_size
-    inner = -(round(config.expansion * hidden * 2 / 3) // -256) * 256
+    inner = swiglu_width(hidden, config.expansion)
     block = 2 * tokens * (4 * hidden * hidden + 3 * inner * hidden) + 4 * tokens * tokens * hidden
     call = config.L_layers * block
     forward = config.H_cycles * (config.L_cycles + 1) * call
