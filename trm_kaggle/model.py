@@ -23,7 +23,7 @@ from torch import nn
 
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.layers import (
-    Block, Embedding, Linear, PuzzleEmbedding, ReasoningModule, RotaryEmbedding, trunc_normal_)
+    Block, Embedding, Linear, PuzzleEmbedding, ReasoningModule, RotaryEmbedding, swiglu_width, trunc_normal_)
 
 Batch = dict[str, torch.Tensor]
 
@@ -140,3 +140,15 @@ class TRM(nn.Module):
         explore = noise[:, 0] < self.config.halt_exploration_prob
         min_steps = explore * (2 + (noise[:, 1] * (max_steps - 1)).long().clamp_max(max_steps - 2))
         return halted & (steps >= min_steps)
+
+
+def flops_per_example(config: ModelConfig) -> tuple[float, float]:
+    """(training step, one ACT step forward) FLOPs per example: matmuls and attention of the
+    H·(L+1) network calls; backward (2× forward) only through the last H cycle's L+1 calls.
+    The paper config gives ≈ 398 and 239 GFLOP (DESIGN §5)."""
+    tokens, hidden = config.seq_len + config.puzzle_tokens, config.hidden_size
+    inner = swiglu_width(hidden, config.expansion)
+    block = 2 * tokens * (4 * hidden * hidden + 3 * inner * hidden) + 4 * tokens * tokens * hidden
+    call = config.L_layers * block
+    forward = config.H_cycles * (config.L_cycles + 1) * call
+    return forward + 2 * (config.L_cycles + 1) * call, forward
