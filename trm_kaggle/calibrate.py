@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from trm_kaggle.config import ModelConfig
-from trm_kaggle.hardware import PEAK_BF16_TFLOPS, cpu_peak_tflops, gpu_model
+from trm_kaggle.hardware import PEAK_BF16_TFLOPS, cpu_peak_tflops, default_dtype, gpu_model
 from trm_kaggle.model import TRM
 from trm_kaggle.simulate import calibration_record
 from trm_kaggle.train import Schedule, TrainStep
@@ -55,7 +55,7 @@ def seconds_per_call(fn, calls: int, device: torch.device, warmup: int = 1) -> f
 
 def calibrate(config: ModelConfig, batch: int, calls: int, device: torch.device) -> dict:
     """Time `calls` training steps and ACT steps of `config` at `batch` on `device`."""
-    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    dtype = default_dtype(device)
     config = config.model_copy(update={"forward_dtype": dtype, "num_puzzle_identifiers": 2})
     model = TRM(config).to(device)
     step = TrainStep(model, Schedule(warmup_steps=1), batch)

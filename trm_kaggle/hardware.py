@@ -1,5 +1,6 @@
-"""What the hardware can do: peak FLOP/s per device, and the model FLOP utilisation (MFU) a
-measured throughput implies. The FLOPs the model needs are `model.flops_per_example`.
+"""What the hardware can do: peak FLOP/s per device, the model FLOP utilisation (MFU) a
+measured throughput implies, and the dtype each kind of device computes in. The FLOPs the
+model needs are `model.flops_per_example`.
 
 GPUs are recognised by name (`torch.cuda.get_device_name`, e.g. "NVIDIA H100 80GB HBM3"); a
 CPU's peak is an estimate: cores × clock × FLOPs per cycle.
@@ -53,3 +54,9 @@ def mfu(examples_per_s: float, flops_per_example: float, device: torch.device, w
     if peak is None:
         return None
     return examples_per_s * flops_per_example / (peak * 1e12 * world_size)
+
+
+def default_dtype(device: torch.device) -> str:
+    """The forward dtype a model runs in on `device` unless told otherwise: bfloat16 on a GPU,
+    float32 on a CPU (whose bf16 matmuls are slow or emulated)."""
+    return "bfloat16" if device.type == "cuda" else "float32"

@@ -19,6 +19,7 @@ import torch
 from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.evaluate import select_examples
+from trm_kaggle.hardware import default_dtype
 from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.kaggle import clock, faults
 from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
@@ -56,7 +57,7 @@ def load_model(spec: WorkerSpec, device: torch.device):
     embedding rows at their initial value."""
     if (spec.finetuned_dir / "meta.json").is_file():
         ckpt = load_checkpoint(spec.finetuned_dir)
-        dtype = "bfloat16" if device.type == "cuda" else "float32"
+        dtype = default_dtype(device)
         ckpt.config = ckpt.config.model_copy(update={"forward_dtype": dtype})
         log.info("inference with the fine-tuned weights of step %s", ckpt.step)
         return ckpt.build_model().to(device)
