@@ -137,7 +137,7 @@ class Finetuner:
         return run, rows
 
     def infer_batch_size(self) -> int:
-        return self.options.infer_batch_size or max(1, self.options.batch_size // len(self.spec.devices))
+        return self.options.infer_batch_per_device(len(self.spec.devices))
 
     def measure(self) -> Measured:
         if clock.virtual():

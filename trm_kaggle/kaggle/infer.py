@@ -123,7 +123,7 @@ def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers:
         model = load_model(spec, device).eval()
         with np.load(spec.scratch / CHUNKS_FILE) as plan:
             examples, bounds = plan["examples"], plan["bounds"]
-        batch = spec.options.infer_batch_size or max(1, spec.options.batch_size // len(spec.devices))
+        batch = spec.options.infer_batch_per_device(len(spec.devices))
         runner = torch.compile(model) if spec.options.compile and device.type == "cuda" else model
         while (chunk := take(chunks)) is not None:
             faults.before_infer_chunk(rank, chunk)
