@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trm_kaggle.arc import load_challenges
@@ -237,4 +237,4 @@ def calibration_record(device: str, peak_tflops: float, train_s: float, infer_s:
             "train_step_s": train_s, "infer_step_s": infer_s,
             "train_efficiency": train * batch / train_s / (peak_tflops * 1e12),
             "infer_efficiency": forward * batch / infer_s / (peak_tflops * 1e12),
-            "config": asdict(config) if hasattr(config, "__dataclass_fields__") else config.model_dump()}
+            "config": config.model_dump()}
