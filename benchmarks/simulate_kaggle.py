@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from trm_kaggle.simulate import PROFILES, Settings, Workload, paper_config, predict
-from trm_kaggle.train import flops_per_example
+from trm_kaggle.hardware import PEAK_BF16_TFLOPS
+from trm_kaggle.model import flops_per_example
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,7 +29,7 @@ def h100_efficiency() -> tuple[float, float, float]:
     compiled = json.loads((RESULTS / "train_step_h100_b256_compile.json").read_text())
     eager = json.loads((RESULTS / "train_step_h100_b256.json").read_text())
     forward = flops_per_example(paper_config())[1]
-    infer_eager = eager["infer_act_step_examples_per_s"] * forward / 989e12
+    infer_eager = eager["infer_act_step_examples_per_s"] * forward / (PEAK_BF16_TFLOPS["H100"] * 1e12)
     return compiled["train_mfu"], compiled["infer_mfu"], infer_eager
 
 

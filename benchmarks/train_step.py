@@ -6,7 +6,7 @@
 Training: TrainStep (one ACT step, backward through the last H cycle, AdamATan2 + sign-SGD)
 on random tokens, as trm-pretrain runs it; `--compile` wraps the model in torch.compile as
 trm-pretrain does on CUDA. Inference: one ACT step in inference mode. MFU uses the config's
-FLOP count (train.flops_per_example: 398 / 239 GFLOP per example at the paper config).
+FLOP count (model.flops_per_example: 398 / 239 GFLOP per example at the paper config).
 """
 
 from __future__ import annotations
@@ -22,16 +22,9 @@ import torch
 from trm_kaggle.augment import arc_shape
 from trm_kaggle.calibrate import random_batch, seconds_per_call
 from trm_kaggle.cli.pretrain import load_config
-from trm_kaggle.model import TRM
-from trm_kaggle.pretrain import PEAK_BF16_TFLOPS
-from trm_kaggle.train import Schedule, TrainStep, flops_per_example
-
-
-def peak_tflops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+from trm_kaggle.hardware import gpu_peak_tflops
+from trm_kaggle.model import TRM, flops_per_example
+from trm_kaggle.train import Schedule, TrainStep
 
 
 def main() -> None:
@@ -60,7 +53,7 @@ def main() -> None:
             (model if forward is None else forward)(model.initial_carry(batch), batch)
 
     infer_s = seconds_per_call(infer, args.steps, device, warmup=2)
-    peak = peak_tflops(device)
+    peak = gpu_peak_tflops(device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "torch": torch.__version__, "preset": args.preset, "overrides": args.overrides,

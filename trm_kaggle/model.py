@@ -10,6 +10,9 @@ by the incoming batch's row and restarts from the init states. In eval every seq
 exactly `halt_max_steps` steps.
 
 State-dict names equal the original's below `model.inner.` (see checkpoint.py).
+
+Shapes: B batch rows, S = seq_len grid tokens (900: a 30×30 canvas), P = puzzle_tokens
+positions in front of them, D = hidden_size, V = vocab_size, E = puzzle_emb_ndim.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import nn
 
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.layers import (
-    Block, Embedding, Linear, PuzzleEmbedding, ReasoningModule, RotaryEmbedding, trunc_normal_)
+    Block, Embedding, Linear, PuzzleEmbedding, ReasoningModule, RotaryEmbedding, swiglu_width, trunc_normal_)
 
 Batch = dict[str, torch.Tensor]
 
@@ -68,36 +71,44 @@ class TRM(nn.Module):
     # ------------------------------------------------------------------------ one ACT step
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed_tokens(inputs.long())
-        puzzle = self.puzzle_emb(puzzle_identifiers)
+        """inputs (B, S) token ids, puzzle_identifiers (B,) -> x (B, P+S, D) in the model dtype:
+        the puzzle's embedding, zero-padded to P·D and cut into P positions, then the tokens'."""
+        tokens = self.embed_tokens(inputs.long())  # (B, S, D)
+        puzzle = self.puzzle_emb(puzzle_identifiers)  # (B, E)
         hidden, count = self.config.hidden_size, self.config.puzzle_tokens
-        puzzle = F.pad(puzzle, (0, count * hidden - puzzle.shape[-1])).view(len(puzzle), count, hidden)
-        x = torch.cat([puzzle, tokens], dim=-2)
+        puzzle = F.pad(puzzle, (0, count * hidden - puzzle.shape[-1])).view(len(puzzle), count, hidden)  # (B, P, D)
+        x = torch.cat([puzzle, tokens], dim=-2)  # (B, P+S, D)
         if self.config.pos_encodings == "learned":  # 1/√2 keeps the sum's variance
-            x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(self.dtype))
+            x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(self.dtype))  # + (P+S, D)
         return self.embed_scale * x
 
     def recurse(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One H cycle of the recursion."""
+        """One H cycle of the recursion. z_H, z_L, x: (B, P+S, D); returns (z_H, z_L), same shapes."""
         for _ in range(self.config.L_cycles):
             z_L = self.L_level(z_L, z_H + x, self.rotary_emb)
         return self.L_level(z_H, z_L, self.rotary_emb), z_L
 
     def step(self, z_H: torch.Tensor, z_L: torch.Tensor, batch: Batch):
-        """The inner model: new (detached) latents, token logits, (q_halt, q_continue)."""
+        """The inner model: new (detached) latents, token logits, (q_halt, q_continue).
+
+        z_H, z_L: (B, P+S, D) -> z_H, z_L (B, P+S, D), logits (B, S, V) on the grid positions
+        only, q_halt and q_continue (B,) float32 from the first position's z_H."""
         x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
         with torch.no_grad():
             for _ in range(self.config.H_cycles - 1):
                 z_H, z_L = self.recurse(z_H, z_L, x)
         z_H, z_L = self.recurse(z_H, z_L, x)
-        logits = self.lm_head(z_H)[:, self.config.puzzle_tokens:]
-        q = self.q_head(z_H[:, 0]).float()
+        logits = self.lm_head(z_H)[:, self.config.puzzle_tokens:]  # (B, S, V)
+        q = self.q_head(z_H[:, 0]).float()  # (B, 2)
         return z_H.detach(), z_L.detach(), logits, q[..., 0], q[..., 1]
 
     # ------------------------------------------------------------------------ ACT wrapper
 
     def initial_carry(self, batch: Batch) -> Carry:
-        """Every row halted, so the first forward loads the batch and starts from the inits."""
+        """Every row halted, so the first forward loads the batch and starts from the inits.
+
+        z_H, z_L: (B, P+S, D) in the model dtype; steps (B,) int32 zeros; halted (B,) all True;
+        data: uninitialised tensors shaped like the batch's, replaced at the first forward."""
         size = batch["inputs"].shape[0]
         shape = (size, self.config.seq_len + self.config.puzzle_tokens, self.config.hidden_size)
         device = self.H_init.device
@@ -112,8 +123,12 @@ class TRM(nn.Module):
                 noise: torch.Tensor | None = None) -> tuple[Carry, dict[str, torch.Tensor]]:
         """One ACT step. `noise` (B, 2) uniform [0, 1) drives the halting exploration in
         training; the trainer derives it from the seed, step and global row so that the run
-        does not depend on the number of ranks (default: torch's global RNG)."""
-        reset = carry.halted.view(-1, 1, 1)
+        does not depend on the number of ranks (default: torch's global RNG).
+
+        batch: inputs (B, S), puzzle_identifiers (B,) and any other per-row tensors, which ride
+        along in the carry (labels (B, S), ...). Returns the new carry (see initial_carry) and
+        outputs logits (B, S, V), q_halt_logits (B,) float32."""
+        reset = carry.halted.view(-1, 1, 1)  # (B, 1, 1): broadcasts over (P+S, D)
         z_H = torch.where(reset, self.H_init, carry.z_H)
         z_L = torch.where(reset, self.L_init, carry.z_L)
         steps = torch.where(carry.halted, 0, carry.steps)
@@ -140,3 +155,15 @@ class TRM(nn.Module):
         explore = noise[:, 0] < self.config.halt_exploration_prob
         min_steps = explore * (2 + (noise[:, 1] * (max_steps - 1)).long().clamp_max(max_steps - 2))
         return halted & (steps >= min_steps)
+
+
+def flops_per_example(config: ModelConfig) -> tuple[float, float]:
+    """(training step, one ACT step forward) FLOPs per example: matmuls and attention of the
+    H·(L+1) network calls; backward (2× forward) only through the last H cycle's L+1 calls.
+    The paper config gives ≈ 398 and 239 GFLOP (DESIGN §5)."""
+    tokens, hidden = config.seq_len + config.puzzle_tokens, config.hidden_size
+    inner = swiglu_width(hidden, config.expansion)
+    block = 2 * tokens * (4 * hidden * hidden + 3 * inner * hidden) + 4 * tokens * tokens * hidden
+    call = config.L_layers * block
+    forward = config.H_cycles * (config.L_cycles + 1) * call
+    return forward + 2 * (config.L_cycles + 1) * call, forward

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from trm_kaggle import __version__, distributed
+from trm_kaggle import __version__, distributed, hardware
 from trm_kaggle.checkpoint import (
     TrainState, check_same_architecture, init_from_checkpoint, load_checkpoint, load_weights, name_rows, save_checkpoint)
 from trm_kaggle.config import PretrainConfig
@@ -31,14 +31,12 @@ from trm_kaggle.errors import NonFiniteError, UserError
 from trm_kaggle.evaluate import Scores, dataset_kind, score, scores_step_by_step, select_examples
 from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.losses import is_loss_sum
-from trm_kaggle.model import TRM
+from trm_kaggle.model import TRM, flops_per_example
 from trm_kaggle.run_dir import MetricsLog, latest_checkpoint, prune
-from trm_kaggle.train import Schedule, build_train_step, flops_per_example
+from trm_kaggle.train import Schedule, build_train_step
 
 STEP_METRICS = ("lr_trunk", "lr_puzzle_emb", "grad_norm")  # TrainStep's own, per step
 EVAL_DIR = "eval"  # step_N/eval/: what the evaluation at that step predicted and scored
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
 
 
 class PretrainRun:
@@ -198,13 +196,8 @@ class PretrainRun:
                  + (f" MFU {mfu:.1%}" if mfu is not None else "") + f" ETA {record['eta_s']} s")
 
     def mfu(self, examples_per_s: float) -> float | None:
-        if self.world.device.type != "cuda":
-            return None
-        name = torch.cuda.get_device_name(self.world.device)
-        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-        if peak is None:
-            return None
-        return examples_per_s * flops_per_example(self.model_config)[0] / (peak * 1e12 * self.world.world_size)
+        return hardware.mfu(examples_per_s, flops_per_example(self.model_config)[0],
+                            self.world.device, self.world.world_size)
 
     def evaluate(self) -> None:
         """The test split's scores with the EMA weights, by the dataset's kind (pass@K for

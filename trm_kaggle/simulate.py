@@ -3,7 +3,7 @@ FLOPs, a hardware profile and the hidden test set's size, before a submission is
 
     cost of a phase = FLOPs it needs / (devices × peak FLOP/s × achieved efficiency)
 
-- FLOPs per example come from the model config (`train.flops_per_example`: ≈398 GFLOP per
+- FLOPs per example come from the model config (`model.flops_per_example`: ≈398 GFLOP per
   training step and 239 GFLOP per ACT step forward at the paper config). An embeddings-only
   step skips the weight gradients: forward + half of the backward.
 - A profile gives the devices' peak, memory and bandwidth, and the achieved efficiency of
@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trm_kaggle.arc import load_challenges
 from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.errors import UserError
-from trm_kaggle.train import flops_per_example
+from trm_kaggle.hardware import PEAK_BF16_TFLOPS, PEAK_FP16_TFLOPS
+from trm_kaggle.model import flops_per_example
 
 HIDDEN_TASKS = 240
 EVALUATION_CELLS_PER_TASK = 1882   # demonstration cells per task, ARC evaluation (KAGGLE.md)
@@ -66,10 +67,11 @@ class Profile:
 
 ENTRY = "ARC Prize 2025 TRM entry (~11 h for 15k steps, ~1 h of inference): uncalibrated"
 PROFILES = {
-    "kaggle-4xL4": Profile("kaggle-4xL4", 4, 121.0, 22.5, 300, 0.12, 0.35, source=ENTRY),
-    "kaggle-2xT4": Profile("kaggle-2xT4", 2, 65.0, 15.0, 320, 0.12, 0.35, source=ENTRY + " (fp16 peak)"),
-    "h100": Profile("h100", 1, 989.0, 80.0, 3350, 0.35, 0.366, source="measured: trm-kaggle on an H100, compiled bf16",
-                    uncertainty=0.1),
+    "kaggle-4xL4": Profile("kaggle-4xL4", 4, PEAK_BF16_TFLOPS["L4"], 22.5, 300, 0.12, 0.35, source=ENTRY),
+    "kaggle-2xT4": Profile("kaggle-2xT4", 2, PEAK_FP16_TFLOPS["T4"], 15.0, 320, 0.12, 0.35,
+                           source=ENTRY + " (fp16 peak)"),
+    "h100": Profile("h100", 1, PEAK_BF16_TFLOPS["H100"], 80.0, 3350, 0.35, 0.366,
+                    source="measured: trm-kaggle on an H100, compiled bf16", uncertainty=0.1),
     "cpu": Profile("cpu", 1, 0.1, 24.0, 20, 0.3, 0.3, compile=False, source="rough default: run --calibrate"),
 }
 
@@ -236,4 +238,4 @@ def calibration_record(device: str, peak_tflops: float, train_s: float, infer_s:
             "train_step_s": train_s, "infer_step_s": infer_s,
             "train_efficiency": train * batch / train_s / (peak_tflops * 1e12),
             "infer_efficiency": forward * batch / infer_s / (peak_tflops * 1e12),
-            "config": asdict(config) if hasattr(config, "__dataclass_fields__") else config.model_dump()}
+            "config": config.model_dump()}

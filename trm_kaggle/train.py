@@ -20,7 +20,6 @@ import torch
 import torch.distributed as dist
 
 from trm_kaggle import distributed
-from trm_kaggle.config import ModelConfig
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.losses import ACTLoss
 from trm_kaggle.model import TRM, Batch, Carry
@@ -277,14 +276,3 @@ def trunk_grad_norm(model: TRM) -> torch.Tensor:
         return torch.zeros((), device=model.H_init.device)
     return torch.linalg.vector_norm(torch.stack(norms))
 
-
-def flops_per_example(config: ModelConfig) -> tuple[float, float]:
-    """(training step, one ACT step forward) FLOPs per example: matmuls and attention of the
-    H·(L+1) network calls; backward (2× forward) only through the last H cycle's L+1 calls.
-    The paper config gives ≈ 398 and 239 GFLOP (DESIGN §5)."""
-    tokens, hidden = config.seq_len + config.puzzle_tokens, config.hidden_size
-    inner = -(round(config.expansion * hidden * 2 / 3) // -256) * 256
-    block = 2 * tokens * (4 * hidden * hidden + 3 * inner * hidden) + 4 * tokens * tokens * hidden
-    call = config.L_layers * block
-    forward = config.H_cycles * (config.L_cycles + 1) * call
-    return forward + 2 * (config.L_cycles + 1) * call, forward

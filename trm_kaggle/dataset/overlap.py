@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from trm_kaggle.arc import Pair, Task, TestPair
+from trm_kaggle.arc import Pair, Query, Task
 from trm_kaggle.augment import dihedral
 
 
@@ -72,7 +72,7 @@ class Leak:
                 f"and colours): {what}")
 
 
-def training_pairs(subset: str, task: Task, in_test_set: bool) -> Iterator[tuple[PairRef, Pair | TestPair]]:
+def training_pairs(subset: str, task: Task, in_test_set: bool) -> Iterator[tuple[PairRef, Pair | Query]]:
     """The pairs a task puts in the train split: its demonstrations, and its test pairs with
     known outputs unless it belongs to the test set (as dataset.build does)."""
     for i, pair in enumerate(task.train):

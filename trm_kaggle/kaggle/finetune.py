@@ -28,6 +28,7 @@ from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, save_st
 from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler, example_puzzles, gather
 from trm_kaggle.errors import NonFiniteError
+from trm_kaggle.hardware import default_dtype
 from trm_kaggle.kaggle import clock, faults
 from trm_kaggle.kaggle.budget import Measured, Plan, plan_finetune
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
@@ -44,7 +45,7 @@ def build_model(spec: WorkerSpec, device: torch.device, identifiers: list[str]) 
     """The packaged trunk with one embedding row per variant of the hidden tasks (rows the
     package lacks start from its statistics), in bf16 on a GPU, float32 on the CPU."""
     ckpt = load_checkpoint(spec.model_dir)
-    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    dtype = default_dtype(device)
     config = ckpt.config.model_copy(update={"num_puzzle_identifiers": len(identifiers), "forward_dtype": dtype})
     torch.manual_seed(spec.options.seed)
     model = TRM(config)
@@ -119,7 +120,7 @@ class Finetuner:
         return run, rows
 
     def infer_batch_size(self) -> int:
-        return self.options.infer_batch_size or max(1, self.options.batch_size // len(self.spec.devices))
+        return self.options.infer_batch_per_device(len(self.spec.devices))
 
     def measure(self) -> Measured:
         if clock.virtual():

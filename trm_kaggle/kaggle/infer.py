@@ -19,6 +19,7 @@ import torch
 from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.evaluate import select_examples
+from trm_kaggle.hardware import default_dtype
 from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.kaggle import clock, faults
 from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
@@ -56,7 +57,7 @@ def load_model(spec: WorkerSpec, device: torch.device):
     embedding rows at their initial value."""
     if (spec.finetuned_dir / "meta.json").is_file():
         ckpt = load_checkpoint(spec.finetuned_dir)
-        dtype = "bfloat16" if device.type == "cuda" else "float32"
+        dtype = default_dtype(device)
         log.info("inference with the fine-tuned weights of step %s", ckpt.step)
         return ckpt.build_model(dtype).to(device)
     from trm_kaggle.kaggle.finetune import build_model
@@ -120,7 +121,7 @@ def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers:
         model = load_model(spec, device).eval()
         with np.load(spec.scratch / CHUNKS_FILE) as plan:
             examples, bounds = plan["examples"], plan["bounds"]
-        batch = spec.options.infer_batch_size or max(1, spec.options.batch_size // len(spec.devices))
+        batch = spec.options.infer_batch_per_device(len(spec.devices))
         runner = torch.compile(model) if spec.options.compile and device.type == "cuda" else model
         while (chunk := take(chunks)) is not None:
             faults.before_infer_chunk(rank, chunk)

@@ -101,3 +101,8 @@ class SubmitOptions(Frozen):
         if self.margin_minutes is not None:
             return self.margin_minutes * 60
         return min(20 * 60, 0.1 * self.budget_s)
+
+    def infer_batch_per_device(self, devices: int) -> int:
+        """Rows per inference batch on each of `devices`: infer_batch_size when given, else the
+        global batch split over the devices (at least 1)."""
+        return self.infer_batch_size or max(1, self.batch_size // devices)

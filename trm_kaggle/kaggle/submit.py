@@ -167,7 +167,7 @@ class SubmitRun:
                                    progress=False), subsets={SUBSET: self.tasks})
         self.test_split = load_split(self.data_dir, "test")
         clock.charge("data_example", load_split(self.data_dir, "train").num_examples + self.test_split.num_examples)
-        self.infer_batch = o.infer_batch_size or max(1, o.batch_size // len(self.devices))
+        self.infer_batch = o.infer_batch_per_device(len(self.devices))
         self.report.chunks_total = plan_chunks(self.test_split, o.num_aug, self.infer_batch,
                                                self.scratch / CHUNKS_FILE)
         self.infer_examples = int(self.examples_planned())
