@@ -48,6 +48,8 @@ def assert_batch_holds(batch: Batch, split: SplitArrays, examples: np.ndarray) -
     for key, want in expected(split, examples).items():
         assert batch[key].dtype == torch.int32, key
         np.testing.assert_array_equal(batch[key].numpy(), want, err_msg=key)
+    assert batch["example_index"].dtype == torch.int64  # what per-example extras are keyed by
+    np.testing.assert_array_equal(batch["example_index"].numpy(), examples)
 
 
 def take(sampler: TrainSampler, count: int) -> list[Batch]:
@@ -191,7 +193,7 @@ def test_eval_covers_every_example_once_in_order_and_pads_the_end(eval_split, ba
     index = torch.cat([b["example_index"] for b in batches]).numpy()
     padding = len(batches) * batch - 80
     np.testing.assert_array_equal(index, np.r_[np.arange(80), np.full(padding, -1)])
-    merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0] if key != "example_index"}
+    merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
     assert_batch_holds({key: value[:80] for key, value in merged.items()}, eval_split, np.arange(80))
     meta = eval_split.metadata
     assert (merged["inputs"][80:] == meta.pad_id).all()

@@ -122,3 +122,28 @@ def test_an_embeddings_only_step_computes_no_trunk_gradient():
     metrics = step(batch())
     assert len(computed) == 1 and metrics["grad_norm"] > 0 and metrics["lr_trunk"] > 0
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_per_example_draws_do_not_depend_on_the_number_of_ranks():
+    one = TrainStep(tiny_model(), Schedule(), global_batch_size=4, seed=5, step=7)
+    halves = [TrainStep(tiny_model(), Schedule(), global_batch_size=4, seed=5, step=7, rank=r) for r in (0, 1)]
+    whole = one.draw(1, (3,), rows=4)
+    assert torch.equal(torch.cat([h.draw(1, (3,), rows=2) for h in halves]), whole)
+    assert not torch.equal(one.draw(2, (3,), rows=4), whole)  # another stream, other numbers
+    assert torch.equal(one.halting_noise(4, torch.device("cpu")), one.draw(0, (2,), rows=4))
+
+
+def test_per_example_extras_enter_the_carry_with_their_example():
+    def tag(step: TrainStep, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return data | {"tag": step.draw(1, (), rows=len(data["inputs"]))}
+
+    model = TRM(tiny_model_config(arc_shape(6), halt_max_steps=3, halt_exploration_prob=0.0))
+    step = TrainStep(model, Schedule(warmup_steps=1), global_batch_size=4, extras=tag)
+    step(batch())
+    first = step.carry.data["tag"].clone()
+    assert torch.equal(first, TrainStep(model, Schedule(), global_batch_size=4, step=0).draw(1, (), rows=4))
+    step(batch())  # q_halt starts near -5: no row halts before its third step, so no row is replaced
+    assert not step.carry.halted.any() and torch.equal(step.carry.data["tag"], first)
+    step(batch())  # every row halts at its third step ...
+    step(batch())  # ... so the next step loads the batch's rows and their new tags
+    assert torch.equal(step.carry.data["tag"], TrainStep(model, Schedule(), global_batch_size=4, step=3).draw(1, (), 4))

@@ -26,6 +26,7 @@ from trm_kaggle.model import TRM, Batch, Carry
 from trm_kaggle.optim import EMA, AdamATan2, SignSGDEmbedding, set_lr
 
 CARRY_FIELDS = ("z_H", "z_L", "steps", "halted")
+STREAM_STRIDE = 0x9E3779B97F4A7C15  # separates the random streams of one step (golden ratio · 2^64)
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +57,9 @@ class TrainStep:
     micro_batches: int = 1  # pieces each rank's batch runs in, gradients accumulated (more after a CUDA OOM)
     before_forward: Callable[[int], None] | None = None  # called with each piece's rows (fault injection)
     loss: Callable = field(default_factory=ACTLoss)  # (outputs, carry) -> (loss summed over rows, metric sums)
+    # Adds per-example tensors to each incoming batch (keyed by its example_index, drawn with
+    # `draw`); they enter the carry with their example and stay while it does.
+    extras: Callable[["TrainStep", Batch], Batch] | None = None
     trunk: AdamATan2 = field(init=False)
     embeddings: SignSGDEmbedding = field(init=False)
     frozen: list[torch.nn.Parameter] = field(init=False, default_factory=list)  # trunk, during embeddings-only steps
@@ -88,11 +92,18 @@ class TrainStep:
         self.trunk.zero_grad(set_to_none=True)
         self.embeddings.zero_grad()
 
+    def draw(self, stream: int, shape: tuple[int, ...], rows: int) -> torch.Tensor:
+        """This rank's `rows` rows of the coming step's uniform [0, 1) draws for the whole
+        global batch, (rows, *shape) float32 on the CPU, from (seed, step, stream) alone: the
+        same numbers on any number of ranks and after a resume. Stream 0 is the halting
+        exploration's; a per-example extra (a DIS target order, a KD entry) takes its own."""
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.step + stream * STREAM_STRIDE) % 2**63)
+        draws = torch.rand(self.global_batch_size, *shape, generator=generator)
+        return draws[self.rank * rows:(self.rank + 1) * rows]
+
     def halting_noise(self, rows: int, device: torch.device) -> torch.Tensor:
         """This rank's slice of the global batch's exploration draws for the coming step."""
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.step) % 2**63)
-        noise = torch.rand(self.global_batch_size, 2, generator=generator)
-        return noise[self.rank * rows:(self.rank + 1) * rows].to(device)
+        return self.draw(0, (2,), rows).to(device)
 
     def __call__(self, batch: Batch, train_trunk: bool | None = None) -> dict[str, float]:
         """One ACT step and one optimizer step. The trunk trains unless `train_trunk` is
@@ -102,6 +113,8 @@ class TrainStep:
         self.model.train()
         self.freeze_trunk(not train_trunk)
         rows = batch["inputs"].shape[0]
+        if self.extras is not None:
+            batch = self.extras(self, batch)
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
         self.carry, loss, metrics = self.forward_backward(self.carry, batch,

@@ -47,9 +47,11 @@ def example_puzzles(split: SplitArrays) -> np.ndarray:
 
 
 def gather(split: SplitArrays, puzzles: np.ndarray, examples: np.ndarray) -> Batch:
-    """The rows of `examples`, in that order, as a batch; labels equal to the split's
-    ignore label become IGNORE_LABEL. Reads the memory map in ascending order, which is
-    what keeps random access to a large file on disk fast."""
+    """The rows of `examples`, in that order, as a batch: inputs and labels (B, seq_len) int32,
+    puzzle_identifiers (B,) int32 and example_index (B,) int64, each row's example in the
+    split (what per-example extras are keyed by); labels equal to the split's ignore label
+    become IGNORE_LABEL. Reads the memory map in ascending order, which is what keeps random
+    access to a large file on disk fast."""
     order = np.argsort(examples, kind="stable")
     inputs = np.empty((len(examples), split.inputs.shape[1]), dtype=np.int32)
     labels = np.empty_like(inputs)
@@ -60,7 +62,8 @@ def gather(split: SplitArrays, puzzles: np.ndarray, examples: np.ndarray) -> Bat
         labels[labels == ignore] = IGNORE_LABEL
     identifiers = split.puzzle_identifiers[puzzles[examples]].astype(np.int32)
     return {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
-            "puzzle_identifiers": torch.from_numpy(identifiers)}
+            "puzzle_identifiers": torch.from_numpy(identifiers),
+            "example_index": torch.from_numpy(np.asarray(examples, dtype=np.int64))}
 
 
 def group_example_counts(split: SplitArrays) -> np.ndarray:
@@ -172,7 +175,7 @@ def iter_eval_batches(split: SplitArrays, global_batch_size: int, rank: int = 0,
         batch["inputs"] = _pad(batch["inputs"], padding, meta.pad_id)
         batch["labels"] = _pad(batch["labels"], padding, IGNORE_LABEL)
         batch["puzzle_identifiers"] = _pad(batch["puzzle_identifiers"], padding, meta.blank_identifier_id)
-        batch["example_index"] = _pad(torch.from_numpy(examples), padding, -1)
+        batch["example_index"] = _pad(batch["example_index"], padding, -1)
         yield batch
 
 
