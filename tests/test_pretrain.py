@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.config import TINY_MODEL
@@ -219,14 +220,33 @@ def test_steps_counted_into_the_lr_schedule_and_embeddings_phase(data, tmp_path)
     assert np.isfinite(run.step_fn.embeddings.param_groups[0]["lr"])
 
 
-def test_the_base_config_lists_every_key_so_each_can_be_overridden():
-    import yaml
-
+def test_every_key_has_one_default_and_can_be_overridden():
+    """The defaults live only in PretrainConfig: every key composes to its default and
+    takes an override from the command line, however deep."""
     from trm_kaggle.config import ArchConfig, PretrainConfig
 
-    base = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
-    assert set(base) - {"defaults"} == set(PretrainConfig.model_fields)
-    assert set(base["arch"]) == set(ArchConfig.model_fields)
+    config = load_config(["data_path=d", "run_dir=r", "preset=cpu_tiny"])
+    preset = yaml.safe_load((CONF_DIR / "preset" / "cpu_tiny.yaml").read_text())
+    for name, info in PretrainConfig.model_fields.items():
+        if not info.is_required() and name not in preset:
+            assert getattr(config, name) == info.default, name
+        assert info.description, f"{name} has no description"
+    assert all(info.description for info in ArchConfig.model_fields.values())
+    assert load_config(["data_path=d", "run_dir=r", "arch.rope_theta=500", "beta2=0.9"]).arch.rope_theta == 500
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "preset").glob("*.yaml")))
+def test_a_preset_sets_only_what_differs_from_the_defaults(preset):
+    from trm_kaggle.config import PretrainConfig
+
+    def leaves(tree: dict, prefix: str = ""):
+        for key, value in tree.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(prefix + key, value)]
+
+    defaults = PretrainConfig(preset="-", data_path="-", run_dir="-").model_dump()
+    flat = dict(leaves(defaults))
+    set_here = dict(leaves(yaml.safe_load((CONF_DIR / "preset" / f"{preset}.yaml").read_text())))
+    assert [key for key, value in set_here.items() if key != "preset" and flat[key] == value] == []
 
 
 def test_evaluation_during_training_logs_pass_at_k(data, tmp_path):

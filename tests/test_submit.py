@@ -98,7 +98,7 @@ def test_an_exception_in_fine_tuning_infers_with_the_packaged_model(bundle, four
 
 def test_a_diverging_fine_tune_stops_and_predicts_with_finite_weights(bundle, four_tasks, tmp_path, capfd):
     """lr 1e20: the first non-finite step ends fine-tuning; nothing non-finite is saved or voted."""
-    report, _ = run(bundle, four_tasks, tmp_path, lr=1e20, puzzle_emb_lr=1e20, warmup_steps=0, steps=50,
+    report, _ = run(bundle, four_tasks, tmp_path, lr=1e20, puzzle_emb_lr=1e20, lr_warmup_steps=0, steps=50,
                     progress_every_s=3600)
     stopped = [e for e in report.events if e.startswith("fine-tuning stopped early: step ")]
     assert stopped and "not finite, the run diverged" in stopped[0]

@@ -69,11 +69,8 @@ class PretrainRun:
     # ------------------------------------------------------------------------ set-up
 
     def schedule(self) -> Schedule:
-        c = self.config
-        return Schedule(lr=c.lr, puzzle_emb_lr=c.puzzle_emb_lr, warmup_steps=c.lr_warmup_steps,
-                        total_steps=self.total_steps, min_ratio=c.lr_min_ratio, weight_decay=c.weight_decay,
-                        puzzle_emb_weight_decay=c.puzzle_emb_weight_decay, betas=(c.beta1, c.beta2),
-                        embeddings_only_steps=math.floor(c.embeddings_only_fraction * self.total_steps))
+        return Schedule.of(self.config, self.total_steps,
+                           math.floor(self.config.embeddings_only_fraction * self.total_steps))
 
     def find_resume_point(self) -> Path | None:
         """Rank 0's newest checkpoint; every rank must see the same one (multi-node runs need

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from trm_kaggle import distributed
+from trm_kaggle.config import OptimConfig
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.losses import ACTLoss
 from trm_kaggle.model import TRM, Batch, Carry
@@ -41,6 +42,14 @@ class Schedule:
     puzzle_emb_weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     embeddings_only_steps: int = 0  # the first steps move only the puzzle embeddings
+
+    @classmethod
+    def of(cls, optim: OptimConfig, total_steps: int = 100_000, embeddings_only_steps: int = 0) -> "Schedule":
+        """The schedule of a config's optimizer settings, for a run of `total_steps` steps."""
+        return cls(lr=optim.lr, puzzle_emb_lr=optim.puzzle_emb_lr, warmup_steps=optim.lr_warmup_steps,
+                   total_steps=total_steps, min_ratio=optim.lr_min_ratio, weight_decay=optim.weight_decay,
+                   puzzle_emb_weight_decay=optim.puzzle_emb_weight_decay, betas=(optim.beta1, optim.beta2),
+                   embeddings_only_steps=embeddings_only_steps)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from trm_kaggle.cli.common import run_cli
 from trm_kaggle.config import DATASET_FIELDS, PretrainConfig
@@ -28,12 +28,31 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    register_defaults()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(f"config: {' '.join(str(exc).split())}") from None
+
+
+def defaults_tree() -> dict[str, Any]:
+    """PretrainConfig's defaults as a plain tree; "???" (Hydra's missing value) where the
+    command line or a preset must give one."""
+    tree: dict[str, Any] = {}
+    for name, info in PretrainConfig.model_fields.items():
+        default = "???" if info.is_required() else info.default
+        tree[name] = default.model_dump() if isinstance(default, BaseModel) else default
+    return tree
+
+
+def register_defaults() -> None:
+    """Hydra's base config `trm_defaults` (conf/config.yaml composes it first) from
+    PretrainConfig, so that each default is written once, in config.py."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="trm_defaults", node=defaults_tree())
 
 
 def validate(raw: dict[str, Any]) -> PretrainConfig:

@@ -88,9 +88,7 @@ class Finetuner:
         o = self.options
         if o.mode == "lora":
             add_lora(self.model, o.lora_rank)  # the base weights stop requiring grad
-        schedule = Schedule(lr=o.lr, puzzle_emb_lr=o.puzzle_emb_lr, warmup_steps=o.warmup_steps,
-                            weight_decay=o.weight_decay, puzzle_emb_weight_decay=o.weight_decay)
-        self.step_fn = build_train_step(self.model, schedule, o.batch_size, world, seed=o.seed, ema_rate=o.ema_rate,
+        self.step_fn = build_train_step(self.model, Schedule.of(o), o.batch_size, world, seed=o.seed, ema_rate=o.ema_rate,
                                         compile=o.compile, before_forward=faults.before_finetune_forward)
         self.sampler = TrainSampler(self.split, o.batch_size, o.seed, world.rank, world.world_size)
         self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock)

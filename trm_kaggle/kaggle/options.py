@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from trm_kaggle.config import Frozen
+from trm_kaggle.config import OptimConfig, with_defaults
 
 Mode = Literal["full", "emb_only", "emb_first_quarter", "emb_first_half", "lora"]
 # The share of the steps that trains only the puzzle embeddings, per mode.
@@ -23,7 +23,8 @@ EMBEDDINGS_ONLY_FRACTION = {"full": 0.0, "emb_only": 1.0, "emb_first_quarter": 0
 # The fine-tuning recipe a package carries (config.yaml's `finetune:`): trm-submit takes each
 # from the package unless it is given explicitly.
 FINETUNE_KEYS = ("mode", "num_aug", "max_steps", "batch_size", "lr", "puzzle_emb_lr", "weight_decay",
-                 "warmup_steps", "ema_rate", "lora_rank", "new_rows")
+                 "lr_warmup_steps", "ema_rate", "lora_rank", "new_rows")
+RENAMED_KEYS = {"warmup_steps": "lr_warmup_steps"}  # in packages made before the rename (one name with trm-pretrain)
 
 
 def finetune_defaults() -> dict:
@@ -33,6 +34,7 @@ def finetune_defaults() -> dict:
 def with_package_defaults(options: "SubmitOptions", package: dict) -> "SubmitOptions":
     """`options` with the package's fine-tune settings where the user set none; unknown
     keys in the package are refused like any other misspelt setting."""
+    package = {RENAMED_KEYS.get(key, key): value for key, value in package.items()}
     unknown = sorted(set(package) - set(FINETUNE_KEYS))
     if unknown:
         from trm_kaggle.errors import UserError
@@ -56,37 +58,61 @@ def shortened(options: "SubmitOptions") -> "SubmitOptions":
                                       "max_steps": min(options.max_steps, SHORT_MAX_STEPS)})
 
 
-class SubmitOptions(Frozen):
+# The ARC Prize 2025 recipe's optimizer settings; the rest are pretraining's (config.OptimConfig).
+FinetuneOptim = with_defaults(OptimConfig, lr=2e-4, puzzle_emb_lr=2e-2, lr_warmup_steps=200)
+
+
+class SubmitOptions(FinetuneOptim):
     out: Path
-    model: Path | None = None            # the packaged model dir, bundle dir or zip; None: discover
-    challenges: Path | None = None       # None: discover under input_root
-    competition: str | None = None       # the competition's slug when several are mounted (discovery)
-    short: bool = False                  # a short run: every phase in minutes (see shortened)
+    """Where submission.json is written (atomically; valid from the first seconds)."""
+    model: Path | None = None
+    """The packaged model dir, bundle dir or zip; None: discover."""
+    challenges: Path | None = None
+    """The challenges JSON; None: discover under input_root."""
+    competition: str | None = None
+    """The competition's slug when several are mounted (discovery)."""
+    short: bool = False
+    """A short run: every phase in minutes (see shortened)."""
     input_root: Path = Path("/kaggle/input")
-    scratch: Path | None = None          # None: /kaggle/temp when it exists, else a temporary dir
+    """Where Kaggle mounts the competition's and the user's datasets."""
+    scratch: Path | None = None
+    """Scratch directory; None: /kaggle/temp when it exists, else a temporary one."""
     budget_hours: float = Field(12.0, gt=0)
-    margin_minutes: float | None = Field(None, ge=0)  # None: min(20 min, 10% of the budget)
-    started_at: float | None = None      # wall time the budget counts from (the notebook's first cell)
-    num_aug: int = Field(512, ge=0)      # variants voted per test input, besides the original
+    """The run must end within this many hours of started_at."""
+    margin_minutes: float | None = Field(None, ge=0)
+    """Kept free before the budget ends; None: min(20 min, 10% of the budget)."""
+    started_at: float | None = None
+    """Wall time (s since the epoch) the budget counts from (the notebook's first cell)."""
+    num_aug: int = Field(512, ge=0)
+    """Variants voted per test input, besides the original."""
     mode: Mode = "emb_first_quarter"
+    """Fine-tuning mode: full, emb_only, emb_first_quarter, emb_first_half (embeddings alone for that share of the steps, then everything) or lora."""
     steps: int | Literal["auto"] = "auto"
-    max_steps: int = Field(15_000, ge=0)  # what `auto` never exceeds (the recipe's upper end)
-    batch_size: int = Field(384, ge=1)   # global, over every device
-    infer_batch_size: int | None = Field(None, ge=1)  # per device; None: batch_size // devices
-    lr: float = Field(2e-4, ge=0)
-    puzzle_emb_lr: float = Field(2e-2, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(200, ge=0)
-    ema_rate: float = Field(0.999, gt=0, lt=1)
+    """Fine-tune steps, or auto: as many as the budget fits after the warm-up timing."""
+    max_steps: int = Field(15_000, ge=0)
+    """What `auto` never exceeds (the recipe's upper end)."""
+    batch_size: int = Field(384, ge=1)
+    """Global fine-tune batch, over every device."""
+    infer_batch_size: int | None = Field(None, ge=1)
+    """Inference batch per device; None: batch_size // devices."""
     lora_rank: int = Field(16, ge=1)
+    """Rank of the LoRA adapters (mode lora)."""
     new_rows: Literal["mean", "normal"] = "mean"
+    """How the hidden tasks' embedding rows start: the mean of the package's rows, or drawn with their mean and std."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    gpus: int | Literal["auto"] = "auto"  # devices (CPU: worker processes) used in data parallel
-    compile: bool = True                  # torch.compile on CUDA
+    """Where to run: auto (CUDA when present), cpu or cuda."""
+    gpus: int | Literal["auto"] = "auto"
+    """Devices (CPU: worker processes) used in data parallel."""
+    compile: bool = True
+    """torch.compile on CUDA."""
     seed: int = Field(0, ge=0)
-    translation: bool = True              # random offsets for the demonstration pairs
-    progress_every_s: float = Field(60.0, gt=0)  # how often workers log and checkpoint
-    write_every_s: float = Field(30.0, ge=0)      # least time between submission rewrites
+    """Seeds fine-tuning, sampling and augmentation."""
+    translation: bool = True
+    """Random offsets for the demonstration pairs."""
+    progress_every_s: float = Field(60.0, gt=0)
+    """How often (s) workers log and checkpoint."""
+    write_every_s: float = Field(30.0, ge=0)
+    """Least time (s) between submission rewrites."""
 
     @property
     def budget_hours_used(self) -> float:
