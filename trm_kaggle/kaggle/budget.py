@@ -5,7 +5,7 @@
     fine-tuning ends at deadline − inference − a voting reserve
     steps (auto) = what fits before then at the measured step times, capped at max_steps
 
-Times are the run clock's seconds (`clock.now()`: wall time, or virtual in a dry run).
+Times are the run clock's seconds (`Clock.now()`: wall time, or virtual in a dry run).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trm_kaggle.kaggle import clock
 
 INFERENCE_SAFETY = 1.25   # measured throughput is optimistic: variable grid sizes, stragglers
 HANDOVER_S = 10.0         # fine-tuning's last save and exit, inference workers' spawn
@@ -32,8 +31,9 @@ class Deadline:
     def of(cls, start: float, budget_s: float, margin_s: float) -> "Deadline":
         return cls(start, start + budget_s - margin_s)
 
-    def left(self) -> float:
-        return self.end - clock.now()
+    def left(self, now: float) -> float:
+        """Seconds from `now` (the run clock's) to the end."""
+        return self.end - now
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from typing import Callable
 
@@ -29,7 +28,7 @@ from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler, example_puzzles, gather
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.hardware import default_dtype
-from trm_kaggle.kaggle import clock, faults
+from trm_kaggle.kaggle import faults
 from trm_kaggle.kaggle.budget import Measured, Plan, plan_finetune
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
 from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION
@@ -81,7 +80,7 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
 
 class Finetuner:
     def __init__(self, spec: WorkerSpec, world: distributed.Dist):
-        self.spec, self.world, self.options = spec, world, spec.options
+        self.spec, self.world, self.options, self.clock = spec, world, spec.options, spec.clock
         self.identifiers = load_identifiers(spec.data_dir)
         self.split = load_split(spec.data_dir, "train")
         self.model = build_model(spec, world.device, self.identifiers)
@@ -93,7 +92,7 @@ class Finetuner:
         self.step_fn = build_train_step(self.model, schedule, o.batch_size, world, seed=o.seed, ema_rate=o.ema_rate,
                                         compile=o.compile, before_forward=faults.before_finetune_forward)
         self.sampler = TrainSampler(self.split, o.batch_size, o.seed, world.rank, world.world_size)
-        self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock)
+        self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock: Clock.train_steps)
 
     # ------------------------------------------------------------------------ warm-up and plan
 
@@ -123,10 +122,12 @@ class Finetuner:
         return self.options.infer_batch_per_device(len(self.spec.devices))
 
     def measure(self) -> Measured:
-        if clock.virtual():
-            return self.predicted()
+        """The warm-up's timings (seconds) on this device, or in a dry run the target's predicted ones."""
+        return self.clock.warm_up(self.time_warmup)
+
+    def time_warmup(self) -> Measured:
         device = self.world.device
-        startup = clock.now() - self.spec.spawned_at  # what an inference worker pays before its first chunk
+        startup = self.clock.now() - self.spec.spawned_at  # what an inference worker pays before its first chunk
         log.info("warm-up: timing fine-tune steps and an inference step")
         embeddings = timed(self.probe_step(False), device)
         full = timed(self.probe_step(True), device)
@@ -147,19 +148,12 @@ class Finetuner:
             log.warning("fine-tuning in eager mode")
             self.step_fn.use_eager()
 
-    def predicted(self) -> Measured:
-        """A dry run's warm-up: the target hardware's predicted costs, charged as if measured."""
-        c = clock.costs()
-        clock.charge("warmup")
-        return Measured(c["train_step_embeddings"], c["train_step_full"], c["infer_example_step"],
-                        c["worker_start"] + c["warmup"])
-
     def make_plan(self) -> Plan:
         """Rank 0 measures and plans; every rank follows the same plan."""
         plan = None
         if self.world.is_main:
             o, spec = self.options, self.spec
-            plan = plan_finetune(self.measure(), clock.now(), spec.deadline.end, spec.infer_examples,
+            plan = plan_finetune(self.measure(), self.clock.now(), spec.deadline.end, spec.infer_examples,
                                  self.model.config.halt_max_steps, len(spec.devices),
                                  EMBEDDINGS_ONLY_FRACTION[o.mode], o.steps, o.max_steps)
             plan.save(spec.plan_path)
@@ -175,7 +169,7 @@ class Finetuner:
         plan = self.make_plan()
         self.step_fn.replan(plan.steps, plan.embeddings_only_steps)
         emb_only = self.options.mode == "emb_only"
-        started = last_save = clock.now()
+        started = last_save = self.clock.now()
         while self.done < plan.steps:
             faults.before_finetune_step(self.world.rank, self.step_fn.step)
             trunk = not emb_only and self.done >= plan.embeddings_only_steps
@@ -185,28 +179,15 @@ class Finetuner:
                 log.error("fine-tuning stopped: %s", exc)
                 self.write_progress(plan, started, stopped=str(exc))
                 return
-            counted = self.steps_counted(plan, trunk)
-            if self.world.is_main:
-                clock.charge("train_step_full" if trunk else "train_step_embeddings", counted)
-            self.done += counted
-            if distributed.any_rank(clock.now() >= plan.finetune_end, self.world.device):
+            self.done += self.clock.train_steps(trunk, plan.steps - self.done, plan.finetune_end,
+                                                charge=self.world.is_main)
+            if distributed.any_rank(self.clock.now() >= plan.finetune_end, self.world.device):
                 log.info("fine-tuning reached its end time at step %d of %d: stopping", self.done, plan.steps)
                 break
-            if clock.now() - last_save >= self.options.progress_every_s:
+            if self.clock.now() - last_save >= self.options.progress_every_s:
                 self.checkpoint(plan, started, metrics)
-                last_save = clock.now()
+                last_save = self.clock.now()
         self.checkpoint(plan, started, None, final=True)
-
-    def steps_counted(self, plan: Plan, trunk: bool) -> int:
-        """Steps one real step stands for: 1, except in a dry run, where it is the stride,
-        cut so as not to jump past the plan's step count or end time (a real run stops
-        within one step of it)."""
-        stride = clock.stride("train")
-        if stride == 1:
-            return 1
-        cost = clock.costs()["train_step_full" if trunk else "train_step_embeddings"]
-        before_end = math.floor((plan.finetune_end - clock.now()) / cost) + 1
-        return max(1, min(stride, plan.steps - self.done, before_end))
 
     def checkpoint(self, plan: Plan, started: float, metrics: dict | None, final: bool = False) -> None:
         """Rank 0 saves what inference should use and logs the progress."""
@@ -228,7 +209,7 @@ class Finetuner:
         `stopped`, why fine-tuning ended before its plan."""
         if not self.world.is_main:
             return {}
-        elapsed = clock.now() - started
+        elapsed = self.clock.now() - started
         progress = {"step": self.done, "planned": plan.steps, "elapsed_s": round(elapsed, 2),
                     "s_per_step": round(elapsed / max(self.done, 1), 4),
                     "micro_batches": self.step_fn.micro_batches} | fields

@@ -21,7 +21,7 @@ from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.evaluate import select_examples
 from trm_kaggle.hardware import default_dtype
 from trm_kaggle.inference import Predictions, predict
-from trm_kaggle.kaggle import clock, faults
+from trm_kaggle.kaggle import faults
 from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
 
 log = logging.getLogger("trm_kaggle.submit")
@@ -75,7 +75,6 @@ def predict_resilient(model, split: SplitArrays, examples: np.ndarray, batch: in
         rows = examples[start:start + batch]
         try:
             faults.before_infer_batch(len(rows))
-            clock.charge("inference", len(rows) * clock.stride("infer") * model.config.halt_max_steps)
             parts.append(predict(model, split, batch, rows, device=device, progress=False))
             start += len(rows)
         except torch.cuda.OutOfMemoryError:
@@ -123,12 +122,14 @@ def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers:
             examples, bounds = plan["examples"], plan["bounds"]
         batch = spec.options.infer_batch_per_device(len(spec.devices))
         runner = torch.compile(model) if spec.options.compile and device.type == "cuda" else model
+        clock, stride = spec.clock, spec.clock.stride("infer")
         while (chunk := take(chunks)) is not None:
             faults.before_infer_chunk(rank, chunk)
-            rows = examples[bounds[chunk]:bounds[chunk + 1]:clock.stride("infer")]
+            rows = examples[bounds[chunk]:bounds[chunk + 1]:stride]
+            clock.charge("inference", len(rows) * stride * model.config.halt_max_steps)
             predictions, batch, runner = predict_chunk(runner, model, split, rows, batch, device)
-            if clock.virtual() and clock.now() > spec.inference_end:
-                break  # a dry run's stand-in for the supervisor stopping this worker mid-chunk
+            if clock.past(spec.inference_end):
+                break  # stopped before it finished this chunk
             save_predictions(chunk_path(spec.predictions_dir, chunk), predictions)
     except BaseException:
         log.exception("inference failed")

@@ -33,8 +33,9 @@ from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import add_votes
-from trm_kaggle.kaggle import clock, faults, paths, workers
+from trm_kaggle.kaggle import faults, paths, workers
 from trm_kaggle.kaggle.budget import Deadline, Plan, plan_lines
+from trm_kaggle.kaggle.clock import Clock, WallClock
 from trm_kaggle.kaggle.finetune import finetune_worker
 from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
 from trm_kaggle.kaggle.options import SubmitOptions, shortened, with_package_defaults
@@ -110,8 +111,8 @@ class Report:
 
 
 class SubmitRun:
-    def __init__(self, options: SubmitOptions):
-        self.options = options
+    def __init__(self, options: SubmitOptions, clock: Clock = WallClock()):
+        self.options, self.clock = options, clock
         now = clock.now()
         start = options.started_at or now
         self.deadline = Deadline.of(start, options.budget_s, options.margin_s)
@@ -121,7 +122,7 @@ class SubmitRun:
         self.phase_start = now
 
     def phase_done(self, name: str) -> None:
-        now = clock.now()
+        now = self.clock.now()
         self.report.phases[name] = now - self.phase_start
         self.phase_start = now
 
@@ -148,12 +149,12 @@ class SubmitRun:
         paths.check_torch()
         self.devices = workers.choose_devices(o)
         log.info("model %s; devices %s; budget %.0f s, margin %.0f s, deadline in %.0f s", self.model_dir,
-                 ",".join(self.devices), o.budget_s, o.margin_s, self.deadline.left())
+                 ",".join(self.devices), o.budget_s, o.margin_s, self.deadline.left(self.clock.now()))
 
     def write(self, votes: Votes) -> None:
         ranked = votes.ranked()
         write_submission(self.options.out, build_submission(self.tasks, ranked), self.tasks)
-        clock.charge("write")
+        self.clock.charge("write")
         self.report.writes += 1
         self.report.answered = sum(1 for candidates in ranked.values() if candidates)
 
@@ -166,13 +167,14 @@ class SubmitRun:
                                    num_aug=o.num_aug, seed=o.seed, translation=o.translation, force=True,
                                    progress=False), subsets={SUBSET: self.tasks})
         self.test_split = load_split(self.data_dir, "test")
-        clock.charge("data_example", load_split(self.data_dir, "train").num_examples + self.test_split.num_examples)
+        train_examples = load_split(self.data_dir, "train").num_examples
+        self.clock.charge("data_example", train_examples + self.test_split.num_examples)
         self.infer_batch = o.infer_batch_per_device(len(self.devices))
         self.report.chunks_total = plan_chunks(self.test_split, o.num_aug, self.infer_batch,
                                                self.scratch / CHUNKS_FILE)
         self.infer_examples = int(self.examples_planned())
         self.spec = workers.WorkerSpec(o, self.model_dir, self.data_dir, self.scratch, self.deadline, self.devices,
-                                       self.infer_examples, workers.free_port())
+                                       self.infer_examples, workers.free_port(), clock=self.clock)
         log.info("dataset %s: %d training examples; %d predictions to make in %d chunks",
                  self.data_dir, load_split(self.data_dir, "train").num_examples, self.infer_examples,
                  self.report.chunks_total)
@@ -187,10 +189,10 @@ class SubmitRun:
         """Run the fine-tuning workers; returns the ranks that died (their devices are not
         used for inference)."""
         self.report.finetune_started = True
-        spec = self.spec = dataclasses.replace(self.spec, spawned_at=clock.now())
-        remaining = self.deadline.left()
-        warmup_guard = clock.now() + max(90.0, min(900.0, 0.25 * remaining))
-        clock.charge("worker_start")
+        spec = self.spec = dataclasses.replace(self.spec, spawned_at=self.clock.now())
+        remaining = self.deadline.left(self.clock.now())
+        warmup_guard = self.clock.now() + max(90.0, min(900.0, 0.25 * remaining))
+        self.clock.charge("worker_start")
         processes = workers.start(finetune_worker, [(rank, spec) for rank in range(len(spec.devices))])
         plan = None
         while any(p.is_alive() for p in processes) and not workers.failed(processes):
@@ -198,9 +200,9 @@ class SubmitRun:
                 self.report.plan = plan
                 for line in plan_lines(plan, self.report.start):
                     log.info(line)
-            step_s = plan.measured.step_s_full * clock.stride("train") if plan else 0.0
+            step_s = plan.measured.step_s_full * self.clock.stride("train") if plan else 0.0
             guard = plan.finetune_end + 10 + 5 * step_s if plan else warmup_guard
-            if clock.now() > guard:
+            if self.clock.now() > guard:
                 workers.stop(processes, "fine-tuning is late")
                 self.report.event("fine-tuning ran past its end time: stopped; inference uses the last saved weights")
                 break
@@ -242,7 +244,7 @@ class SubmitRun:
         self.names = load_identifiers(self.data_dir)
         votes, voted = Votes(), set()
         end = self.spec.inference_end
-        while len(voted) < self.report.chunks_total and devices and clock.now() < end:
+        while len(voted) < self.report.chunks_total and devices and self.clock.now() < end:
             todo = [c for c in range(self.report.chunks_total) if c not in voted
                     and not chunk_path(self.spec.predictions_dir, c).exists()]
             before = len(voted)
@@ -265,21 +267,21 @@ class SubmitRun:
             chunks.put(chunk)
         for _ in devices:
             chunks.put(None)
-        clock.charge("worker_start")
+        self.clock.charge("worker_start")
         processes = workers.start(infer_worker, [(rank, self.spec, device, chunks, len(devices))
                                                  for rank, device in enumerate(devices)])
-        last_write = clock.now()
+        last_write = self.clock.now()
         while any(p.is_alive() for p in processes):
-            if self.collect(votes, voted) and clock.now() - last_write >= self.options.write_every_s:
+            if self.collect(votes, voted) and self.clock.now() - last_write >= self.options.write_every_s:
                 self.write(votes)
-                last_write = clock.now()
-            if clock.now() >= end:
+                last_write = self.clock.now()
+            if self.clock.now() >= end:
                 workers.stop(processes, "the deadline is near")
-                clock.cut_at(end)
+                self.clock.cut_at(end)
                 break
             time.sleep(POLL_S)
         dead = workers.failed(processes)
-        if dead and clock.now() < end:
+        if dead and self.clock.now() < end:
             left = len(devices) - len(dead)
             self.report.event(f"inference: worker(s) {dead} exited with code(s) "
                               f"{[processes[r].exitcode for r in dead]}; "
@@ -294,7 +296,7 @@ class SubmitRun:
             faults.before_vote()
             predictions = load_predictions(chunk_path(self.spec.predictions_dir, chunk))
             add_votes(votes, self.test_split, self.names, predictions)
-            clock.charge("vote_prediction", len(predictions.example_index))
+            self.clock.charge("vote_prediction", len(predictions.example_index))
             voted.add(chunk)
         return bool(new)
 
@@ -328,14 +330,14 @@ def setup_logging() -> None:
     log.setLevel(logging.INFO)
 
 
-def submit(options: SubmitOptions) -> Report:
+def submit(options: SubmitOptions, clock: Clock = WallClock()) -> Report:
     """The whole run. Raises UserError only when no submission could be written at all
     (no readable challenges file); after that it always returns the report, with `error`
     set when a phase failed: the submission on disk is then the last one written.
     `report.failures()` says whether the file holds the model's work (trm-submit exits 2
-    when it does not)."""
+    when it does not). `clock` is the run's time (trm-simulate --dry-run passes a VirtualClock)."""
     setup_logging()
-    run = SubmitRun(options)
+    run = SubmitRun(options, clock)
     try:
         run.run()
     except Exception as exc:

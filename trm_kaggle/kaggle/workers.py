@@ -25,6 +25,7 @@ import torch
 import torch.multiprocessing as mp
 
 from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline
+from trm_kaggle.kaggle.clock import Clock, WallClock
 from trm_kaggle.kaggle.options import SubmitOptions
 
 log = logging.getLogger("trm_kaggle.submit")
@@ -43,6 +44,7 @@ class WorkerSpec:
     infer_examples: int    # how many predictions inference will make (for the plan)
     port: int = 0
     spawned_at: float = 0.0  # when the fine-tuning workers were started (to measure start-up)
+    clock: Clock = WallClock()  # the supervisor's: a dry run's virtual clock reaches the workers here
     supervisor: int = field(default_factory=os.getpid)  # the process that made the spec (and starts workers)
     # Linux's parent-death signal fires when the *thread* that started a worker ends: it is
     # only safe when that thread is the main one (workers are started where the spec is made).
