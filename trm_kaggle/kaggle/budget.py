@@ -60,17 +60,17 @@ class Plan:
     written_at: float = field(default_factory=time.time)
 
     def save(self, path: Path) -> None:
+        """The plan as JSON, for the record (the run never reads it back)."""
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self)))
         tmp.replace(path)
 
-    @classmethod
-    def load(cls, path: Path) -> "Plan | None":
-        if not path.is_file():
-            return None
-        raw = json.loads(path.read_text())
-        raw["measured"] = Measured(**raw["measured"]) if raw.get("measured") else None
-        return cls(**raw)
+    def stop_workers_at(self, stride: int = 1) -> float:
+        """When the supervisor stops fine-tuning workers that have not stopped themselves at
+        `finetune_end` (seconds): 10 s and five full steps later (`stride` steps each in a dry
+        run, which jumps that many at once)."""
+        step_s = self.measured.step_s_full * stride if self.measured else 0.0
+        return self.finetune_end + 10 + 5 * step_s
 
 
 def predict_inference_s(measured: Measured, examples: int, act_steps: int, devices: int) -> float:

@@ -8,14 +8,14 @@ and `emb_first_half` the embeddings alone for that share of the steps, then ever
 has `requires_grad=False`, so backward computes no weight gradients at all (the original
 fork computed them and threw them away).
 
-Rank 0 saves the weights to be predicted with (EMA averages for the trunk, the live
+Rank 0 reports the warm-up's timings to the supervisor, which plans (submit.py), and
+follows the plan it sends back. It saves the weights to be predicted with (EMA averages for the trunk, the live
 puzzle table) every `progress_every_s` and at the end, so a crash later costs only the
 steps since then.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Callable
@@ -29,10 +29,9 @@ from trm_kaggle.dataset.sampler import TrainSampler, example_puzzles, gather
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.hardware import default_dtype
 from trm_kaggle.kaggle import faults
-from trm_kaggle.kaggle.budget import Measured, Plan, plan_finetune
+from trm_kaggle.kaggle.budget import Measured, Plan
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
-from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION
-from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
+from trm_kaggle.kaggle.workers import FinetuneLink, WarmedUp, WorkerSpec, configure_worker
 from trm_kaggle.model import TRM
 from trm_kaggle.train import Schedule, build_train_step
 
@@ -79,8 +78,8 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
 
 
 class Finetuner:
-    def __init__(self, spec: WorkerSpec, world: distributed.Dist):
-        self.spec, self.world, self.options, self.clock = spec, world, spec.options, spec.clock
+    def __init__(self, spec: WorkerSpec, world: distributed.Dist, link: FinetuneLink):
+        self.spec, self.world, self.options, self.clock, self.link = spec, world, spec.options, spec.clock, link
         self.identifiers = load_identifiers(spec.data_dir)
         self.split = load_split(spec.data_dir, "train")
         self.model = build_model(spec, world.device, self.identifiers)
@@ -148,15 +147,12 @@ class Finetuner:
             log.warning("fine-tuning in eager mode")
             self.step_fn.use_eager()
 
-    def make_plan(self) -> Plan:
-        """Rank 0 measures and plans; every rank follows the same plan."""
+    def receive_plan(self) -> Plan:
+        """Rank 0 measures and reports; the supervisor plans; every rank follows its plan."""
         plan = None
         if self.world.is_main:
-            o, spec = self.options, self.spec
-            plan = plan_finetune(self.measure(), self.clock.now(), spec.deadline.end, spec.infer_examples,
-                                 self.model.config.halt_max_steps, len(spec.devices),
-                                 EMBEDDINGS_ONLY_FRACTION[o.mode], o.steps, o.max_steps)
-            plan.save(spec.plan_path)
+            self.link.report(WarmedUp(self.measure(), self.model.config.halt_max_steps))
+            plan = self.link.receive_plan()
         return distributed.broadcast_from_main(plan, self.world)
 
     # ------------------------------------------------------------------------ the loop
@@ -166,7 +162,7 @@ class Finetuner:
 
     def run(self) -> None:
         self.check_compile()
-        plan = self.make_plan()
+        plan = self.receive_plan()
         self.step_fn.replan(plan.steps, plan.embeddings_only_steps)
         emb_only = self.options.mode == "emb_only"
         started = last_save = self.clock.now()
@@ -205,7 +201,7 @@ class Finetuner:
                  " (final)" if final else "")
 
     def write_progress(self, plan: Plan, started: float, **fields) -> dict:
-        """Rank 0's progress file, which the supervisor reads: steps, speed and, with
+        """Rank 0's progress, reported to the supervisor: steps, seconds per step and, with
         `stopped`, why fine-tuning ended before its plan."""
         if not self.world.is_main:
             return {}
@@ -213,9 +209,7 @@ class Finetuner:
         progress = {"step": self.done, "planned": plan.steps, "elapsed_s": round(elapsed, 2),
                     "s_per_step": round(elapsed / max(self.done, 1), 4),
                     "micro_batches": self.step_fn.micro_batches} | fields
-        tmp = self.spec.progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(progress))
-        tmp.replace(self.spec.progress_path)
+        self.link.report(progress)
         return progress
 
 
@@ -230,11 +224,11 @@ def join_group(rank: int, spec: WorkerSpec) -> distributed.Dist:
     return distributed.Dist(rank, size, rank, device)
 
 
-def finetune_worker(rank: int, spec: WorkerSpec) -> None:
+def finetune_worker(rank: int, spec: WorkerSpec, link: FinetuneLink) -> None:
     """A fine-tuning process's entry point (spawned)."""
     world = join_group(rank, spec)
     try:
-        Finetuner(spec, world).run()
+        Finetuner(spec, world, link).run()
     except BaseException:
         log.exception("fine-tuning failed")
         distributed.teardown(wait_for_peers=False)

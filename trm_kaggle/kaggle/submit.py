@@ -5,7 +5,8 @@
 1. Find the challenges and the packaged model; write a valid fallback submission at once.
 2. Build the hidden tasks' dataset in scratch: demonstration pairs (augmented, translated)
    to train on, test inputs under `num_aug` augmentations to vote over.
-3. Fine-tune in worker processes, one per device, sized by the plan (budget.py).
+3. Fine-tune in worker processes, one per device: they report the warm-up's timings, this
+   process plans (budget.py) and sends the plan back.
 4. Predict in worker processes, chunk by chunk; vote as chunks arrive and rewrite the
    submission atomically as it improves.
 
@@ -34,11 +35,11 @@ from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import add_votes
 from trm_kaggle.kaggle import faults, paths, workers
-from trm_kaggle.kaggle.budget import Deadline, Plan, plan_lines
+from trm_kaggle.kaggle.budget import Deadline, Plan, plan_finetune, plan_lines
 from trm_kaggle.kaggle.clock import Clock, WallClock
 from trm_kaggle.kaggle.finetune import finetune_worker
 from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
-from trm_kaggle.kaggle.options import SubmitOptions, shortened, with_package_defaults
+from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION, SubmitOptions, shortened, with_package_defaults
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import Votes, build_submission
 
@@ -174,7 +175,7 @@ class SubmitRun:
                                                self.scratch / CHUNKS_FILE)
         self.infer_examples = int(self.examples_planned())
         self.spec = workers.WorkerSpec(o, self.model_dir, self.data_dir, self.scratch, self.deadline, self.devices,
-                                       self.infer_examples, workers.free_port(), clock=self.clock)
+                                       workers.free_port(), clock=self.clock)
         log.info("dataset %s: %d training examples; %d predictions to make in %d chunks",
                  self.data_dir, load_split(self.data_dir, "train").num_examples, self.infer_examples,
                  self.report.chunks_total)
@@ -191,30 +192,36 @@ class SubmitRun:
         self.report.finetune_started = True
         spec = self.spec = dataclasses.replace(self.spec, spawned_at=self.clock.now())
         remaining = self.deadline.left(self.clock.now())
-        warmup_guard = self.clock.now() + max(90.0, min(900.0, 0.25 * remaining))
+        stop_at = self.clock.now() + max(90.0, min(900.0, 0.25 * remaining))  # until there is a plan
         self.clock.charge("worker_start")
-        processes = workers.start(finetune_worker, [(rank, spec) for rank in range(len(spec.devices))])
-        plan = None
+        link = workers.FinetuneLink()
+        processes = workers.start(finetune_worker, [(rank, spec, link) for rank in range(len(spec.devices))])
+        progress: dict = {}
         while any(p.is_alive() for p in processes) and not workers.failed(processes):
-            if plan is None and (plan := Plan.load(spec.plan_path)) is not None:
-                self.report.plan = plan
-                for line in plan_lines(plan, self.report.start):
-                    log.info(line)
-            step_s = plan.measured.step_s_full * self.clock.stride("train") if plan else 0.0
-            guard = plan.finetune_end + 10 + 5 * step_s if plan else warmup_guard
-            if self.clock.now() > guard:
+            message = link.next_report(POLL_S)
+            if isinstance(message, workers.WarmedUp) and self.report.plan is None:
+                link.send_plan(plan := self.plan(message))
+                stop_at = plan.stop_workers_at(self.clock.stride("train"))
+            elif isinstance(message, dict):
+                progress = message
+            if self.clock.now() > stop_at:
                 workers.stop(processes, "fine-tuning is late")
                 self.report.event("fine-tuning ran past its end time: stopped; inference uses the last saved weights")
                 break
-            time.sleep(POLL_S)
         dead = [rank for rank in workers.failed(processes) if processes[rank].exitcode != -signal.SIGTERM]
         if dead:
             workers.stop(processes, f"worker(s) {dead} failed")
             self.report.event(f"fine-tuning: worker(s) {dead} exited with code(s) "
                               f"{[processes[r].exitcode for r in dead]}; inference uses the last saved weights")
-        self.report.plan = self.report.plan or Plan.load(spec.plan_path)
+        while (message := link.next_report(0)) is not None:  # what rank 0 reported before it ended
+            progress = message if isinstance(message, dict) else progress
         self.report.steps_done = self.finetuned_step()
-        progress = self.progress()
+        self.progress_events(progress)
+        return dead
+
+    def progress_events(self, progress: dict) -> None:
+        """Events for what rank 0 last reported (Finetuner.write_progress): micro-batches
+        after an OOM, an early stop."""
         if progress.get("micro_batches", 1) > 1:
             self.report.event(f"fine-tuning: CUDA out of memory; each step ran in {progress['micro_batches']} "
                               "micro-batches per device (same global batch, gradients accumulated)")
@@ -223,12 +230,19 @@ class SubmitRun:
             weights = f"the weights saved at step {self.report.steps_done}" if self.report.steps_done \
                 else "the packaged model"
             self.report.event(f"fine-tuning stopped early: {stopped}; inference uses {weights}")
-        return dead
 
-    def progress(self) -> dict:
-        """What rank 0 last wrote of its progress (finetune.Finetuner.write_progress)."""
-        path = self.spec.progress_path
-        return json.loads(path.read_text()) if path.is_file() else {}
+    def plan(self, warmed_up: workers.WarmedUp) -> Plan:
+        """The fine-tuning plan from rank 0's warm-up timings, made now; logged and saved
+        (plan.json) for the record."""
+        o = self.options
+        plan = plan_finetune(warmed_up.measured, self.clock.now(), self.deadline.end, self.infer_examples,
+                             warmed_up.act_steps, len(self.devices), EMBEDDINGS_ONLY_FRACTION[o.mode], o.steps,
+                             o.max_steps)
+        self.report.plan = plan
+        for line in plan_lines(plan, self.report.start):
+            log.info(line)
+        plan.save(self.spec.plan_path)
+        return plan
 
     def finetuned_step(self) -> int | None:
         meta = self.spec.finetuned_dir / "meta.json"
