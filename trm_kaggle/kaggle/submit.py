@@ -27,8 +27,6 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from trm_kaggle.arc import Task, load_challenges
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
@@ -38,7 +36,7 @@ from trm_kaggle.kaggle import faults, paths, workers
 from trm_kaggle.kaggle.budget import Deadline, Plan, plan_finetune, plan_lines
 from trm_kaggle.kaggle.clock import Clock, WallClock
 from trm_kaggle.kaggle.finetune import finetune_worker
-from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
+from trm_kaggle.kaggle.infer import chunk_path, infer_worker, load_predictions, plan_chunks
 from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION, SubmitOptions, shortened, with_package_defaults
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import Votes, build_submission
@@ -171,18 +169,14 @@ class SubmitRun:
         train_examples = load_split(self.data_dir, "train").num_examples
         self.clock.charge("data_example", train_examples + self.test_split.num_examples)
         self.infer_batch = o.infer_batch_per_device(len(self.devices))
-        self.report.chunks_total = plan_chunks(self.test_split, o.num_aug, self.infer_batch,
-                                               self.scratch / CHUNKS_FILE)
-        self.infer_examples = int(self.examples_planned())
+        self.chunks = plan_chunks(self.test_split, o.num_aug, self.infer_batch)
+        self.report.chunks_total = len(self.chunks)
+        self.infer_examples = len(self.chunks.examples)
         self.spec = workers.WorkerSpec(o, self.model_dir, self.data_dir, self.scratch, self.deadline, self.devices,
                                        workers.free_port(), clock=self.clock)
         log.info("dataset %s: %d training examples; %d predictions to make in %d chunks",
                  self.data_dir, load_split(self.data_dir, "train").num_examples, self.infer_examples,
                  self.report.chunks_total)
-
-    def examples_planned(self) -> int:
-        with np.load(self.scratch / CHUNKS_FILE) as plan:
-            return len(plan["examples"])
 
     # ------------------------------------------------------------------------ 3. fine-tune
 
@@ -276,13 +270,13 @@ class SubmitRun:
         """Workers on `devices` take the `todo` chunks; returns the devices whose workers
         did not fail."""
         context = workers.queue_context()
-        chunks = context.Queue()
+        queue = context.Queue()
         for chunk in todo:
-            chunks.put(chunk)
+            queue.put(chunk)
         for _ in devices:
-            chunks.put(None)
+            queue.put(None)
         self.clock.charge("worker_start")
-        processes = workers.start(infer_worker, [(rank, self.spec, device, chunks, len(devices))
+        processes = workers.start(infer_worker, [(rank, self.spec, device, queue, len(devices), self.chunks)
                                                  for rank, device in enumerate(devices)])
         last_write = self.clock.now()
         while any(p.is_alive() for p in processes):
