@@ -8,10 +8,10 @@ and `emb_first_half` the embeddings alone for that share of the steps, then ever
 has `requires_grad=False`, so backward computes no weight gradients at all (the original
 fork computed them and threw them away).
 
-Rank 0 reports the warm-up's timings to the supervisor, which plans (submit.py), and
-follows the plan it sends back. It saves the weights to be predicted with (EMA averages for the trunk, the live
-puzzle table) every `progress_every_s` and at the end, so a crash later costs only the
-steps since then.
+Rank 0 reports the warm-up's timings to the supervisor, which plans (submit.py); every rank
+follows the plan it sends back. Rank 0 saves the weights to be predicted with (EMA averages
+for the trunk, the live puzzle table) every `progress_every_s` and at the end, so a crash
+later costs only the steps since then.
 """
 
 from __future__ import annotations
