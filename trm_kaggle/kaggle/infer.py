@@ -2,7 +2,8 @@
 
 Chunks are cut from the examples in *rounds*: every test input's original first, then every
 test input's first variant, and so on, so that when time runs out, whatever chunks are done
-hold votes for every test input rather than all the votes for some. A worker writes each
+hold votes for every test input rather than all the votes for some. The supervisor cuts the
+chunks and hands them to each worker when it spawns it. A worker writes each
 chunk's predictions atomically to `scratch/predictions/chunk_NNNNN.npz`; the supervisor
 votes with the files as they come.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue as queue_module
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,10 @@ from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
 from trm_kaggle.evaluate import select_examples
 from trm_kaggle.hardware import default_dtype
 from trm_kaggle.inference import Predictions, predict
-from trm_kaggle.kaggle import clock, faults
+from trm_kaggle.kaggle import faults
 from trm_kaggle.kaggle.workers import WorkerSpec, configure_worker
 
 log = logging.getLogger("trm_kaggle.submit")
-CHUNKS_FILE = "chunks.npz"
 
 
 def round_order(split: SplitArrays, num_aug: int) -> np.ndarray:
@@ -38,14 +39,27 @@ def round_order(split: SplitArrays, num_aug: int) -> np.ndarray:
     return examples[np.lexsort((examples, variant))]
 
 
-def plan_chunks(split: SplitArrays, num_aug: int, rows: int, path: Path) -> int:
-    """Cut the ordered examples into chunks of `rows`; saved for the workers. Returns the
-    number of chunks."""
+@dataclass(frozen=True)
+class Chunks:
+    """The examples to predict, in round order, cut into chunks: chunk c is
+    examples[bounds[c]:bounds[c + 1]]."""
+
+    examples: np.ndarray
+    bounds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def rows(self, chunk: int, stride: int = 1) -> np.ndarray:
+        """Chunk `chunk`'s examples, every `stride`-th one (a dry run computes one in `stride`)."""
+        return self.examples[self.bounds[chunk]:self.bounds[chunk + 1]:stride]
+
+
+def plan_chunks(split: SplitArrays, num_aug: int, rows: int) -> Chunks:
+    """The ordered examples cut into chunks of `rows` (the last one shorter)."""
     examples = round_order(split, num_aug)
     bounds = np.arange(0, len(examples) + rows, rows).clip(max=len(examples))
-    bounds = np.unique(bounds)
-    np.savez(path, examples=examples, bounds=bounds)
-    return len(bounds) - 1
+    return Chunks(examples, np.unique(bounds))
 
 
 def chunk_path(directory: Path, chunk: int) -> Path:
@@ -75,7 +89,6 @@ def predict_resilient(model, split: SplitArrays, examples: np.ndarray, batch: in
         rows = examples[start:start + batch]
         try:
             faults.before_infer_batch(len(rows))
-            clock.charge("inference", len(rows) * clock.stride("infer") * model.config.halt_max_steps)
             parts.append(predict(model, split, batch, rows, device=device, progress=False))
             start += len(rows)
         except torch.cuda.OutOfMemoryError:
@@ -113,22 +126,23 @@ def load_predictions(path: Path) -> Predictions:
         return Predictions(data["tokens"], data["q_halt_logits"], data["example_index"])
 
 
-def infer_worker(rank: int, spec: WorkerSpec, device_name: str, chunks, workers: int) -> None:
-    """An inference process's entry point (spawned): chunks from the queue until None."""
+def infer_worker(rank: int, spec: WorkerSpec, device_name: str, todo, workers: int, chunks: Chunks) -> None:
+    """An inference process's entry point (spawned): chunk numbers from the queue `todo`
+    until None."""
     device = configure_worker(rank, 1, 0, device_name, workers, spec)
     try:
         split = load_split(spec.data_dir, "test")
         model = load_model(spec, device).eval()
-        with np.load(spec.scratch / CHUNKS_FILE) as plan:
-            examples, bounds = plan["examples"], plan["bounds"]
         batch = spec.options.infer_batch_per_device(len(spec.devices))
         runner = torch.compile(model) if spec.options.compile and device.type == "cuda" else model
-        while (chunk := take(chunks)) is not None:
+        clock, stride = spec.clock, spec.clock.stride("infer")
+        while (chunk := take(todo)) is not None:
             faults.before_infer_chunk(rank, chunk)
-            rows = examples[bounds[chunk]:bounds[chunk + 1]:clock.stride("infer")]
+            rows = chunks.rows(chunk, stride)
+            clock.charge("inference", len(rows) * stride * model.config.halt_max_steps)
             predictions, batch, runner = predict_chunk(runner, model, split, rows, batch, device)
-            if clock.virtual() and clock.now() > spec.inference_end:
-                break  # a dry run's stand-in for the supervisor stopping this worker mid-chunk
+            if clock.past(spec.inference_end):
+                break  # stopped before it finished this chunk
             save_predictions(chunk_path(spec.predictions_dir, chunk), predictions)
     except BaseException:
         log.exception("inference failed")

@@ -5,7 +5,8 @@
 1. Find the challenges and the packaged model; write a valid fallback submission at once.
 2. Build the hidden tasks' dataset in scratch: demonstration pairs (augmented, translated)
    to train on, test inputs under `num_aug` augmentations to vote over.
-3. Fine-tune in worker processes, one per device, sized by the plan (budget.py).
+3. Fine-tune in worker processes, one per device: they report the warm-up's timings, this
+   process plans (budget.py) and sends the plan back.
 4. Predict in worker processes, chunk by chunk; vote as chunks arrive and rewrite the
    submission atomically as it improves.
 
@@ -26,18 +27,17 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from trm_kaggle.arc import Task, load_challenges
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import add_votes
-from trm_kaggle.kaggle import clock, faults, paths, workers
-from trm_kaggle.kaggle.budget import Deadline, Plan, plan_lines
+from trm_kaggle.kaggle import faults, paths, workers
+from trm_kaggle.kaggle.budget import Deadline, Plan, plan_finetune, plan_lines
+from trm_kaggle.kaggle.clock import Clock, WallClock
 from trm_kaggle.kaggle.finetune import finetune_worker
-from trm_kaggle.kaggle.infer import CHUNKS_FILE, chunk_path, infer_worker, load_predictions, plan_chunks
-from trm_kaggle.kaggle.options import SubmitOptions, shortened, with_package_defaults
+from trm_kaggle.kaggle.infer import chunk_path, infer_worker, load_predictions, plan_chunks
+from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION, SubmitOptions, shortened, with_package_defaults
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import Votes, build_submission
 
@@ -110,8 +110,8 @@ class Report:
 
 
 class SubmitRun:
-    def __init__(self, options: SubmitOptions):
-        self.options = options
+    def __init__(self, options: SubmitOptions, clock: Clock = WallClock()):
+        self.options, self.clock = options, clock
         now = clock.now()
         start = options.started_at or now
         self.deadline = Deadline.of(start, options.budget_s, options.margin_s)
@@ -121,7 +121,7 @@ class SubmitRun:
         self.phase_start = now
 
     def phase_done(self, name: str) -> None:
-        now = clock.now()
+        now = self.clock.now()
         self.report.phases[name] = now - self.phase_start
         self.phase_start = now
 
@@ -148,12 +148,12 @@ class SubmitRun:
         paths.check_torch()
         self.devices = workers.choose_devices(o)
         log.info("model %s; devices %s; budget %.0f s, margin %.0f s, deadline in %.0f s", self.model_dir,
-                 ",".join(self.devices), o.budget_s, o.margin_s, self.deadline.left())
+                 ",".join(self.devices), o.budget_s, o.margin_s, self.deadline.left(self.clock.now()))
 
     def write(self, votes: Votes) -> None:
         ranked = votes.ranked()
         write_submission(self.options.out, build_submission(self.tasks, ranked), self.tasks)
-        clock.charge("write")
+        self.clock.charge("write")
         self.report.writes += 1
         self.report.answered = sum(1 for candidates in ranked.values() if candidates)
 
@@ -166,20 +166,17 @@ class SubmitRun:
                                    num_aug=o.num_aug, seed=o.seed, translation=o.translation, force=True,
                                    progress=False), subsets={SUBSET: self.tasks})
         self.test_split = load_split(self.data_dir, "test")
-        clock.charge("data_example", load_split(self.data_dir, "train").num_examples + self.test_split.num_examples)
+        train_examples = load_split(self.data_dir, "train").num_examples
+        self.clock.charge("data_example", train_examples + self.test_split.num_examples)
         self.infer_batch = o.infer_batch_per_device(len(self.devices))
-        self.report.chunks_total = plan_chunks(self.test_split, o.num_aug, self.infer_batch,
-                                               self.scratch / CHUNKS_FILE)
-        self.infer_examples = int(self.examples_planned())
+        self.chunks = plan_chunks(self.test_split, o.num_aug, self.infer_batch)
+        self.report.chunks_total = len(self.chunks)
+        self.infer_examples = len(self.chunks.examples)
         self.spec = workers.WorkerSpec(o, self.model_dir, self.data_dir, self.scratch, self.deadline, self.devices,
-                                       self.infer_examples, workers.free_port())
+                                       workers.free_port(), clock=self.clock)
         log.info("dataset %s: %d training examples; %d predictions to make in %d chunks",
                  self.data_dir, load_split(self.data_dir, "train").num_examples, self.infer_examples,
                  self.report.chunks_total)
-
-    def examples_planned(self) -> int:
-        with np.load(self.scratch / CHUNKS_FILE) as plan:
-            return len(plan["examples"])
 
     # ------------------------------------------------------------------------ 3. fine-tune
 
@@ -187,32 +184,38 @@ class SubmitRun:
         """Run the fine-tuning workers; returns the ranks that died (their devices are not
         used for inference)."""
         self.report.finetune_started = True
-        spec = self.spec = dataclasses.replace(self.spec, spawned_at=clock.now())
-        remaining = self.deadline.left()
-        warmup_guard = clock.now() + max(90.0, min(900.0, 0.25 * remaining))
-        clock.charge("worker_start")
-        processes = workers.start(finetune_worker, [(rank, spec) for rank in range(len(spec.devices))])
-        plan = None
+        spec = self.spec = dataclasses.replace(self.spec, spawned_at=self.clock.now())
+        remaining = self.deadline.left(self.clock.now())
+        stop_at = self.clock.now() + max(90.0, min(900.0, 0.25 * remaining))  # until there is a plan
+        self.clock.charge("worker_start")
+        link = workers.FinetuneLink()
+        processes = workers.start(finetune_worker, [(rank, spec, link) for rank in range(len(spec.devices))])
+        progress: dict = {}
         while any(p.is_alive() for p in processes) and not workers.failed(processes):
-            if plan is None and (plan := Plan.load(spec.plan_path)) is not None:
-                self.report.plan = plan
-                for line in plan_lines(plan, self.report.start):
-                    log.info(line)
-            step_s = plan.measured.step_s_full * clock.stride("train") if plan else 0.0
-            guard = plan.finetune_end + 10 + 5 * step_s if plan else warmup_guard
-            if clock.now() > guard:
+            message = link.next_report(POLL_S)
+            if isinstance(message, workers.WarmedUp) and self.report.plan is None:
+                link.send_plan(plan := self.plan(message))
+                stop_at = plan.stop_workers_at(self.clock.stride("train"))
+            elif isinstance(message, dict):
+                progress = message
+            if self.clock.now() > stop_at:
                 workers.stop(processes, "fine-tuning is late")
                 self.report.event("fine-tuning ran past its end time: stopped; inference uses the last saved weights")
                 break
-            time.sleep(POLL_S)
         dead = [rank for rank in workers.failed(processes) if processes[rank].exitcode != -signal.SIGTERM]
         if dead:
             workers.stop(processes, f"worker(s) {dead} failed")
             self.report.event(f"fine-tuning: worker(s) {dead} exited with code(s) "
                               f"{[processes[r].exitcode for r in dead]}; inference uses the last saved weights")
-        self.report.plan = self.report.plan or Plan.load(spec.plan_path)
+        while (message := link.next_report(0)) is not None:  # what rank 0 reported before it ended
+            progress = message if isinstance(message, dict) else progress
         self.report.steps_done = self.finetuned_step()
-        progress = self.progress()
+        self.progress_events(progress)
+        return dead
+
+    def progress_events(self, progress: dict) -> None:
+        """Events for what rank 0 last reported (Finetuner.write_progress): micro-batches
+        after an OOM, an early stop."""
         if progress.get("micro_batches", 1) > 1:
             self.report.event(f"fine-tuning: CUDA out of memory; each step ran in {progress['micro_batches']} "
                               "micro-batches per device (same global batch, gradients accumulated)")
@@ -221,12 +224,19 @@ class SubmitRun:
             weights = f"the weights saved at step {self.report.steps_done}" if self.report.steps_done \
                 else "the packaged model"
             self.report.event(f"fine-tuning stopped early: {stopped}; inference uses {weights}")
-        return dead
 
-    def progress(self) -> dict:
-        """What rank 0 last wrote of its progress (finetune.Finetuner.write_progress)."""
-        path = self.spec.progress_path
-        return json.loads(path.read_text()) if path.is_file() else {}
+    def plan(self, warmed_up: workers.WarmedUp) -> Plan:
+        """The fine-tuning plan from rank 0's warm-up timings, made now; logged and saved
+        (plan.json) for the record."""
+        o = self.options
+        plan = plan_finetune(warmed_up.measured, self.clock.now(), self.deadline.end, self.infer_examples,
+                             warmed_up.act_steps, len(self.devices), EMBEDDINGS_ONLY_FRACTION[o.mode], o.steps,
+                             o.max_steps)
+        self.report.plan = plan
+        for line in plan_lines(plan, self.report.start):
+            log.info(line)
+        plan.save(self.spec.plan_path)
+        return plan
 
     def finetuned_step(self) -> int | None:
         meta = self.spec.finetuned_dir / "meta.json"
@@ -242,7 +252,7 @@ class SubmitRun:
         self.names = load_identifiers(self.data_dir)
         votes, voted = Votes(), set()
         end = self.spec.inference_end
-        while len(voted) < self.report.chunks_total and devices and clock.now() < end:
+        while len(voted) < self.report.chunks_total and devices and self.clock.now() < end:
             todo = [c for c in range(self.report.chunks_total) if c not in voted
                     and not chunk_path(self.spec.predictions_dir, c).exists()]
             before = len(voted)
@@ -260,26 +270,26 @@ class SubmitRun:
         """Workers on `devices` take the `todo` chunks; returns the devices whose workers
         did not fail."""
         context = workers.queue_context()
-        chunks = context.Queue()
+        queue = context.Queue()
         for chunk in todo:
-            chunks.put(chunk)
+            queue.put(chunk)
         for _ in devices:
-            chunks.put(None)
-        clock.charge("worker_start")
-        processes = workers.start(infer_worker, [(rank, self.spec, device, chunks, len(devices))
+            queue.put(None)
+        self.clock.charge("worker_start")
+        processes = workers.start(infer_worker, [(rank, self.spec, device, queue, len(devices), self.chunks)
                                                  for rank, device in enumerate(devices)])
-        last_write = clock.now()
+        last_write = self.clock.now()
         while any(p.is_alive() for p in processes):
-            if self.collect(votes, voted) and clock.now() - last_write >= self.options.write_every_s:
+            if self.collect(votes, voted) and self.clock.now() - last_write >= self.options.write_every_s:
                 self.write(votes)
-                last_write = clock.now()
-            if clock.now() >= end:
+                last_write = self.clock.now()
+            if self.clock.now() >= end:
                 workers.stop(processes, "the deadline is near")
-                clock.cut_at(end)
+                self.clock.cut_at(end)
                 break
             time.sleep(POLL_S)
         dead = workers.failed(processes)
-        if dead and clock.now() < end:
+        if dead and self.clock.now() < end:
             left = len(devices) - len(dead)
             self.report.event(f"inference: worker(s) {dead} exited with code(s) "
                               f"{[processes[r].exitcode for r in dead]}; "
@@ -294,7 +304,7 @@ class SubmitRun:
             faults.before_vote()
             predictions = load_predictions(chunk_path(self.spec.predictions_dir, chunk))
             add_votes(votes, self.test_split, self.names, predictions)
-            clock.charge("vote_prediction", len(predictions.example_index))
+            self.clock.charge("vote_prediction", len(predictions.example_index))
             voted.add(chunk)
         return bool(new)
 
@@ -328,14 +338,14 @@ def setup_logging() -> None:
     log.setLevel(logging.INFO)
 
 
-def submit(options: SubmitOptions) -> Report:
+def submit(options: SubmitOptions, clock: Clock = WallClock()) -> Report:
     """The whole run. Raises UserError only when no submission could be written at all
     (no readable challenges file); after that it always returns the report, with `error`
     set when a phase failed: the submission on disk is then the last one written.
     `report.failures()` says whether the file holds the model's work (trm-submit exits 2
-    when it does not)."""
+    when it does not). `clock` is the run's time (trm-simulate --dry-run passes a VirtualClock)."""
     setup_logging()
-    run = SubmitRun(options)
+    run = SubmitRun(options, clock)
     try:
         run.run()
     except Exception as exc:

@@ -3,7 +3,8 @@ trm-submit), so that a crash, a hang or an OOM in a worker never takes the super
 with it the submission, down.
 
 Fine-tuning workers form a process group (NCCL on GPUs, gloo on the CPU) over a localhost
-rendezvous; inference workers share nothing but a queue of chunks.
+rendezvous; their rank 0 reports to the supervisor, which alone plans (FinetuneLink).
+Inference workers share nothing but a queue of chunks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -24,7 +26,8 @@ from typing import Callable
 import torch
 import torch.multiprocessing as mp
 
-from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline
+from trm_kaggle.kaggle.budget import VOTE_RESERVE_S, Deadline, Measured, Plan
+from trm_kaggle.kaggle.clock import Clock, WallClock
 from trm_kaggle.kaggle.options import SubmitOptions
 
 log = logging.getLogger("trm_kaggle.submit")
@@ -40,9 +43,9 @@ class WorkerSpec:
     scratch: Path
     deadline: Deadline
     devices: tuple[str, ...]  # one per worker rank, e.g. ("cuda:0", "cuda:1") or ("cpu", "cpu")
-    infer_examples: int    # how many predictions inference will make (for the plan)
     port: int = 0
     spawned_at: float = 0.0  # when the fine-tuning workers were started (to measure start-up)
+    clock: Clock = WallClock()  # the supervisor's: a dry run's virtual clock reaches the workers here
     supervisor: int = field(default_factory=os.getpid)  # the process that made the spec (and starts workers)
     # Linux's parent-death signal fires when the *thread* that started a worker ends: it is
     # only safe when that thread is the main one (workers are started where the spec is made).
@@ -59,15 +62,48 @@ class WorkerSpec:
 
     @property
     def plan_path(self) -> Path:
+        """The supervisor's record of the plan it sent (not read back by the run)."""
         return self.scratch / "plan.json"
-
-    @property
-    def progress_path(self) -> Path:
-        return self.scratch / "finetune_progress.json"
 
     @property
     def predictions_dir(self) -> Path:
         return self.scratch / "predictions"
+
+
+@dataclass(frozen=True)
+class WarmedUp:
+    """Fine-tuning rank 0's first report: what the plan needs to know of the workers."""
+
+    measured: Measured
+    act_steps: int  # ACT steps per prediction of the model being fine-tuned
+
+
+class FinetuneLink:
+    """Between fine-tuning rank 0 and the supervisor: reports go up (one WarmedUp, then
+    progress dicts from Finetuner.write_progress), the plan comes down once. Two queues,
+    handed to the workers when they are spawned."""
+
+    def __init__(self) -> None:
+        context = queue_context()
+        self.reports, self.plans = context.Queue(), context.Queue()
+
+    def report(self, message: WarmedUp | dict) -> None:
+        self.reports.put(message)
+
+    def next_report(self, timeout_s: float) -> WarmedUp | dict | None:
+        """The next report, waiting at most `timeout_s` seconds; None when none came."""
+        try:
+            return self.reports.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def send_plan(self, plan: Plan) -> None:
+        self.plans.put(plan)
+
+    def receive_plan(self) -> Plan:
+        """The supervisor's plan; waits for it (a supervisor that dies or gives up on the
+        worker ends it: die_with_supervisor, stop)."""
+        return self.plans.get()
 
 
 def choose_devices(options: SubmitOptions) -> tuple[str, ...]:
