@@ -151,6 +151,7 @@ def test_the_packages_fine_tune_recipe_applies_unless_given_explicitly(bundle, t
     assert (merged.lr, merged.mode, merged.batch_size) == (5e-4, "lora", 384)
     with pytest.raises(UserError, match="unknown key lrr"):
         with_package_defaults(given, {"lrr": 1.0})
+    assert with_package_defaults(given, {"warmup_steps": 7}).lr_warmup_steps == 7  # a package made before the rename
 
 
 def test_a_compiled_model_that_fails_hands_inference_to_the_eager_one(tmp_path, caplog):

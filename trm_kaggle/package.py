@@ -35,9 +35,9 @@ DEFAULT_RUNS_DIR = Path("runs")
 # FINETUNE_KEYS). It is the ARC Prize 2025 TRM entry's post-training recipe (TRM_NOTES,
 # "Post-training recipe"), written out here rather than read back from trm-submit's current
 # defaults, so that a package states what it was packaged for whatever those defaults become.
-# Units: max_steps and warmup_steps in optimizer steps, batch_size global over all devices.
+# Units: max_steps and lr_warmup_steps in optimizer steps, batch_size global over all devices.
 FINETUNE_RECIPE = {"mode": "emb_first_quarter", "num_aug": 512, "max_steps": 15_000, "batch_size": 384,
-                   "lr": 2e-4, "puzzle_emb_lr": 2e-2, "weight_decay": 0.1, "warmup_steps": 200,
+                   "lr": 2e-4, "puzzle_emb_lr": 2e-2, "weight_decay": 0.1, "lr_warmup_steps": 200,
                    "ema_rate": 0.999, "lora_rank": 16, "new_rows": "mean"}
 
 

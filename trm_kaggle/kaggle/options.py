@@ -27,10 +27,6 @@ FINETUNE_KEYS = ("mode", "num_aug", "max_steps", "batch_size", "lr", "puzzle_emb
 RENAMED_KEYS = {"warmup_steps": "lr_warmup_steps"}  # in packages made before the rename (one name with trm-pretrain)
 
 
-def finetune_defaults() -> dict:
-    return {key: SubmitOptions.model_fields[key].default for key in FINETUNE_KEYS}
-
-
 def with_package_defaults(options: "SubmitOptions", package: dict) -> "SubmitOptions":
     """`options` with the package's fine-tune settings where the user set none; unknown
     keys in the package are refused like any other misspelt setting."""
