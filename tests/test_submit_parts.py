@@ -152,6 +152,10 @@ def test_the_packages_fine_tune_recipe_applies_unless_given_explicitly(bundle, t
     with pytest.raises(UserError, match="unknown key lrr"):
         with_package_defaults(given, {"lrr": 1.0})
     assert with_package_defaults(given, {"warmup_steps": 7}).lr_warmup_steps == 7  # a package made before the rename
+    with pytest.raises(UserError, match="warmup_steps and lr_warmup_steps both set"):
+        with_package_defaults(given, {"warmup_steps": 7, "lr_warmup_steps": 9})
+    with pytest.raises(UserError, match=r"^config.yaml finetune: beta2: Input should be less than 1$"):
+        with_package_defaults(given, {"beta2": 1.5})
 
 
 def test_a_compiled_model_that_fails_hands_inference_to_the_eager_one(tmp_path, caplog):

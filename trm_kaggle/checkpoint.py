@@ -127,6 +127,22 @@ class Checkpoint:
         return TABLE in self.state_dict and self.identifiers is None
 
 
+def averaged_state(ckpt: Checkpoint) -> tuple[dict[str, torch.Tensor], bool]:
+    """The checkpoint's weights with its EMA averages in place when it has them (the weights
+    trm-pretrain evaluates with and trm-package exports; the original saves the EMA model
+    itself); (state, whether EMA was applied). UserError when the run had EMA on but its
+    averages are missing."""
+    state = dict(ckpt.state_dict)
+    train_state = ckpt.train_state()
+    had_ema = bool(ckpt.extra_config.get("pretrain", {}).get("ema"))  # trm-pretrain records its config
+    shadow = train_state.ema_shadow(had_ema, ckpt.source) if train_state is not None else None
+    if shadow is None:
+        return state, False
+    for name, average in shadow.items():
+        state[name] = average.to(state[name].dtype)
+    return state, True
+
+
 # ---------------------------------------------------------------------------- naming its rows
 #
 # A row is only meaningful under the name of the variant it trained on. Matching rows by
@@ -401,7 +417,9 @@ def init_from_checkpoint(model: TRM, ckpt: Checkpoint, identifiers: list[str], n
             weights[i] = mean + std * torch.randn(mean.shape, generator=generator)
         else:
             weights[i] = mean
-    weights[0] = 0
+    # Row 0, the blank, never trains on ARC (no training example uses it); on a one-identifier
+    # dataset (the original's Sudoku, Maze) it is the one row that does, so it is copied too.
+    weights[0] = table[0] if len(table) else 0
     return copied, len(identifiers) - 1 - copied
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from trm_kaggle.arc import Task, parse_task, read_json
 from trm_kaggle.augment import parse_variant_name
-from trm_kaggle.checkpoint import Checkpoint, name_rows
+from trm_kaggle.checkpoint import Checkpoint, averaged_state, name_rows
 from trm_kaggle.dataset.format import SplitArrays, dataset_shape, load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.inference import Predictions, predict
@@ -98,7 +98,8 @@ class ExactMatch:
                    [0.0 if empty else float(v) for v in tokens.mean(1)])
 
     def metrics(self) -> dict[str, float]:
-        return {"exact_accuracy": self.exact_accuracy[-1], "token_accuracy": self.token_accuracy[-1]}
+        """The last step's, named apart from training's exact_accuracy (over halted sequences)."""
+        return {"eval_exact_accuracy": self.exact_accuracy[-1], "eval_token_accuracy": self.token_accuracy[-1]}
 
     def lines(self) -> list[str]:
         per_step = "  ".join(f"{i}:{v:.4f}" for i, v in enumerate(self.exact_accuracy, start=1))
@@ -174,18 +175,24 @@ def scores_step_by_step(kind: str, split_name: str) -> bool:
 class Evaluation:
     predictions: Predictions
     scores: Scores
+    ema: bool  # predicted with the EMA averages (else the live weights)
 
 
 def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", num_aug: int | None = None,
              limit: int | None = None, batch_size: int = 64, keep_steps: bool = False,
              progress: bool = True, dtype: str | None = None, identifiers: Path | None = None,
-             rows_by_position: bool = False) -> Evaluation:
+             rows_by_position: bool = False, live_weights: bool = False) -> Evaluation:
     """The scores of `checkpoint` on a split of `data_dir`, by the dataset's kind (pass@K for
     ARC, exact match per ACT step otherwise). Rows are matched to the dataset's variants by
     name; a checkpoint without row names needs `identifiers` (the identifiers.json it was
     trained with) or `rows_by_position` (UserError otherwise, see checkpoint.name_rows).
-    `checkpoint` itself is left as it was. UserError when its data shape is not the dataset's."""
+    Predicts with the EMA averages when the checkpoint has them (what trm-pretrain's own
+    evaluations and trm-package use), unless `live_weights`. `checkpoint` itself is left as it
+    was. UserError when its data shape is not the dataset's."""
     checkpoint = dataclasses.replace(checkpoint)  # name_rows names the copy's rows
+    ema = False
+    if not live_weights:
+        checkpoint.state_dict, ema = averaged_state(checkpoint)
     split = load_split(data_dir, split_name)
     names = load_identifiers(data_dir)
     ids_file = Path(data_dir) / "identifiers.json"
@@ -199,7 +206,7 @@ def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", n
     kind = dataset_kind(data_dir)
     predictions = predict(model, split, batch_size, examples, remap, keep_steps, progress=progress,
                           score_steps=scores_step_by_step(kind, split_name))
-    return Evaluation(predictions, score(kind, data_dir, split, split_name, names, predictions))
+    return Evaluation(predictions, score(kind, data_dir, split, split_name, names, predictions), ema)
 
 
 def write_logits(path: Path, predictions: Predictions) -> None:
@@ -211,5 +218,6 @@ def write_logits(path: Path, predictions: Predictions) -> None:
 
 
 def summary_lines(evaluation: Evaluation) -> list[str]:
-    return [f"{len(evaluation.predictions.example_index)} predictions", *evaluation.scores.lines()]
+    weights = "EMA averages" if evaluation.ema else "live weights"
+    return [f"{len(evaluation.predictions.example_index)} predictions ({weights})", *evaluation.scores.lines()]
 

@@ -24,8 +24,10 @@ import yaml
 
 from trm_kaggle import __version__
 from trm_kaggle.atomic import atomic_dir, check_replaceable
+from trm_kaggle.augment import arc_shape
 from trm_kaggle.checkpoint import (
-    META_FILE, STATS_FILE, TABLE, Checkpoint, embedding_stats, load_checkpoint, name_rows, save_state, sha256_file)
+    META_FILE, STATS_FILE, TABLE, Checkpoint, averaged_state, embedding_stats, load_checkpoint, name_rows, save_state,
+    sha256_file)
 from trm_kaggle.errors import UserError
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -37,8 +39,9 @@ DEFAULT_RUNS_DIR = Path("runs")
 # defaults, so that a package states what it was packaged for whatever those defaults become.
 # Units: max_steps and lr_warmup_steps in optimizer steps, batch_size global over all devices.
 FINETUNE_RECIPE = {"mode": "emb_first_quarter", "num_aug": 512, "max_steps": 15_000, "batch_size": 384,
-                   "lr": 2e-4, "puzzle_emb_lr": 2e-2, "weight_decay": 0.1, "lr_warmup_steps": 200,
-                   "ema_rate": 0.999, "lora_rank": 16, "new_rows": "mean"}
+                   "lr": 2e-4, "puzzle_emb_lr": 2e-2, "weight_decay": 0.1, "puzzle_emb_weight_decay": 0.1,
+                   "beta1": 0.9, "beta2": 0.95, "lr_warmup_steps": 200, "lr_min_ratio": 1.0, "ema_rate": 0.999,
+                   "lora_rank": 16, "new_rows": "mean"}
 
 
 def is_checkpoint(path: Path) -> bool:
@@ -67,20 +70,6 @@ def find_checkpoint(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     return found[0]
 
 
-def averaged_state(ckpt: Checkpoint) -> tuple[dict[str, torch.Tensor], bool]:
-    """The checkpoint's weights with its EMA averages in place when it has them (the
-    original saves the EMA model itself); (state, whether EMA was applied)."""
-    state = dict(ckpt.state_dict)
-    train_state = ckpt.train_state()
-    had_ema = bool(ckpt.extra_config.get("pretrain", {}).get("ema"))  # trm-pretrain records its config
-    shadow = train_state.ema_shadow(had_ema, ckpt.source) if train_state is not None else None
-    if shadow is None:
-        return state, False
-    for name, average in shadow.items():
-        state[name] = average.to(state[name].dtype)
-    return state, True
-
-
 @dataclass
 class ModelExport:
     path: Path
@@ -98,6 +87,10 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False,
     ckpt = load_checkpoint(ckpt_path)
     if TABLE not in ckpt.state_dict:
         raise UserError(f"{ckpt_path}: already a slim export; package the checkpoint it came from")
+    mismatch = arc_shape(ckpt.num_rows).mismatch(ckpt.config)
+    if mismatch:  # the notebook answers ARC tasks: 900 tokens of 12 values
+        mismatch = mismatch.replace("the dataset's", "ARC's")
+        raise UserError(f"{ckpt_path}: {mismatch}: the Kaggle notebook runs ARC tasks, this model cannot answer them")
     if identifiers is not None:
         name_rows(ckpt, identifiers)
     if keep_embeddings and ckpt.has_unnamed_rows:

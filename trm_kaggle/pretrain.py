@@ -61,6 +61,7 @@ class PretrainRun:
         self.step_fn = build_train_step(self.model, self.schedule(), config.global_batch_size, world, seed=config.seed,
                                         ema_rate=config.ema_rate if config.ema else None, compile=config.compile)
         self.elapsed = 0.0
+        self.resumed_from = resume_from
         if resume_from is not None:
             self.restore(resume_from)
         self.stop_requested = False
@@ -106,9 +107,14 @@ class PretrainRun:
         load_weights(self.model, {k: v.to(self.world.device) for k, v in ckpt.state_dict.items()}, path)
         state = ckpt.train_state()
         if state is None or state.global_batch_size != self.config.global_batch_size:
-            raise UserError(f"{path}: no training state for global_batch_size {self.config.global_batch_size}")
+            saved = "no training state" if state is None else f"global_batch_size {state.global_batch_size}"
+            raise UserError(f"{path}: was saved with {saved}, this run has global_batch_size "
+                            f"{self.config.global_batch_size}: resuming exactly needs the same global batch")
         self.step_fn.load_state_dict(state.train_step)
-        self.sampler.load_state_dict(state.sampler)
+        try:
+            self.sampler.load_state_dict(state.sampler)
+        except ValueError as exc:
+            raise UserError(f"{path}: {exc}: not this run's dataset or seed") from None
         self.step_fn.load_carry(state.carries, self.world.world_size, self.world.device)
         if len(state.rng) == self.world.world_size:
             set_rng_state(state.rng[self.world.rank])
@@ -129,7 +135,13 @@ class PretrainRun:
     # ------------------------------------------------------------------------ the loop
 
     def train(self) -> Path | None:
-        """Train to `stop_step` (or SIGTERM); checkpoint at the end. Returns the last checkpoint."""
+        """Train to `stop_step` (or SIGTERM); checkpoint at the end. Returns the last checkpoint.
+        A run resumed at or past its stop step has nothing to do: it says so and returns the
+        checkpoint it resumed from, untouched (re-saving it would drop its evaluation files)."""
+        if self.resumed_from is not None and self.step_fn.step >= self.stop_step:
+            self.log(f"{self.resumed_from} is at step {self.step_fn.step}, the run stops at {self.stop_step}: "
+                     "nothing to train (raise max_steps or total_steps to continue)")
+            return self.resumed_from
         self.log(f"training steps {self.step_fn.step} -> {self.stop_step} of {self.total_steps} "
                  f"({self.sampler.examples_per_epoch} examples per epoch, global batch {self.config.global_batch_size}, "
                  f"{self.world.world_size} rank(s), {self.model_config.forward_dtype})")

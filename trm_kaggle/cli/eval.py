@@ -35,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-by-position", action="store_true",
                    help="match a checkpoint's unnamed rows to --data's variants by position (warns; right only "
                         "if it was trained on a dataset numbered exactly like --data)")
+    p.add_argument("--live-weights", action="store_true",
+                   help="predict with the live weights, not the EMA averages (default when the checkpoint has "
+                        "them, as trm-pretrain's evaluations and trm-package)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(load_checkpoint(args.ckpt), args.data, args.split, args.num_aug, args.limit,
                           args.batch_size, keep_steps=args.dump_logits is not None,
                           progress=not args.quiet, dtype=dtype, identifiers=args.identifiers,
-                          rows_by_position=args.rows_by_position)
+                          rows_by_position=args.rows_by_position, live_weights=args.live_weights)
         if args.dump_logits:
             write_logits(args.dump_logits, result.predictions)
         if args.submission and isinstance(result.scores, ARCVote):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -65,12 +66,31 @@ def validate(raw: dict[str, Any]) -> PretrainConfig:
         raise UserError(f"config: {where}: {message}") from None
 
 
-def load_config(overrides: list[str]) -> PretrainConfig:
+def check_override_keys(overrides: list[str]) -> None:
+    """One line for an override of a key that does not exist (Hydra's own message suggests
+    `+key=`, which only moves the error), with the nearest key when one is close."""
+    keys = set(flat_keys(defaults_tree())) | {"preset"}
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key.startswith("arch.") and key[len("arch."):] in DATASET_FIELDS:
             raise UserError(f"config: {key}: set by the dataset (data_path's train/dataset.json and "
                             "identifiers.json), not by the config")
+        if key not in keys and not key.startswith("hydra"):
+            near = difflib.get_close_matches(key, sorted(keys), n=1)
+            raise UserError(f"config: {key}: unknown key (misspelt?)" + (f"; did you mean {near[0]}?" if near else ""))
+        presets = sorted(p.stem for p in (CONF_DIR / "preset").glob("*.yaml"))
+        if key == "preset" and override.split("=", 1)[-1] not in presets:
+            raise UserError(f"config: {override}: no such preset (presets: {', '.join(presets)})")
+
+
+def flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of a tree's leaves: arch.hidden_size, ..."""
+    return [name for key, value in tree.items()
+            for name in (flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key])]
+
+
+def load_config(overrides: list[str]) -> PretrainConfig:
+    check_override_keys(overrides)
     return validate(compose(overrides))
 
 

@@ -266,10 +266,24 @@ class SplitArrays:
     puzzle_identifiers: np.ndarray
     puzzle_indices: np.ndarray
     group_indices: np.ndarray
+    directory: Path | None = None  # the split's directory, for error messages
 
     @property
     def num_examples(self) -> int:
         return len(self.inputs)
+
+    def check_tokens(self, examples: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
+        """UserError naming the file and example when a gathered row holds a token outside
+        0..vocab_size−1 (the embedding lookup would fail with an index error, on a GPU a
+        device-side assert). Cheap: a batch's min and max."""
+        vocab = self.metadata.vocab_size
+        for field, rows in (("inputs", inputs), ("labels", labels)):
+            bad = (rows < 0) | (rows >= vocab)
+            if rows.size and bad.any():
+                row, col = np.argwhere(bad)[0]
+                where = array_path(self.directory, field) if self.directory else f"{field} array"
+                raise UserError(f"{where}: example {int(examples[row])}, position {int(col)}: token "
+                                f"{int(rows[row, col])} is outside 0..{vocab - 1} (dataset.json vocab_size {vocab})")
 
     @property
     def num_groups(self) -> int:
@@ -289,7 +303,12 @@ def load_split(data_dir: Path, split: str) -> SplitArrays:
         if not path.is_file():
             raise UserError(f"{path}: no such file")
         arrays[field] = np.load(path, mmap_mode="r" if field in ("inputs", "labels") else None)
-    return SplitArrays(metadata=metadata, **arrays)
+    ids, rows = arrays["puzzle_identifiers"], metadata.num_puzzle_identifiers
+    outside = ids[(ids < 0) | (ids >= rows)]
+    if outside.size:
+        raise UserError(f"{array_path(split_dir, 'puzzle_identifiers')}: identifier {int(outside[0])} is outside "
+                        f"0..{rows - 1} (dataset.json num_puzzle_identifiers {rows})")
+    return SplitArrays(metadata=metadata, **arrays, directory=split_dir)
 
 
 def load_identifiers(data_dir: Path) -> list[str]:

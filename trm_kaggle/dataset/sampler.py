@@ -57,6 +57,7 @@ def gather(split: SplitArrays, puzzles: np.ndarray, examples: np.ndarray) -> Bat
     labels = np.empty_like(inputs)
     inputs[order] = split.inputs[examples[order]]
     labels[order] = split.labels[examples[order]]
+    split.check_tokens(examples, inputs, labels)
     ignore = split.metadata.ignore_label_id
     if ignore is not None:
         labels[labels == ignore] = IGNORE_LABEL

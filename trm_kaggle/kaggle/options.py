@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from trm_kaggle.config import OptimConfig, with_defaults
 
@@ -22,21 +22,31 @@ EMBEDDINGS_ONLY_FRACTION = {"full": 0.0, "emb_only": 1.0, "emb_first_quarter": 0
 
 # The fine-tuning recipe a package carries (config.yaml's `finetune:`): trm-submit takes each
 # from the package unless it is given explicitly.
-FINETUNE_KEYS = ("mode", "num_aug", "max_steps", "batch_size", "lr", "puzzle_emb_lr", "weight_decay",
-                 "lr_warmup_steps", "ema_rate", "lora_rank", "new_rows")
+FINETUNE_KEYS = ("mode", "num_aug", "max_steps", "batch_size", *OptimConfig.model_fields, "lora_rank", "new_rows")
 RENAMED_KEYS = {"warmup_steps": "lr_warmup_steps"}  # in packages made before the rename (one name with trm-pretrain)
 
 
-def with_package_defaults(options: "SubmitOptions", package: dict) -> "SubmitOptions":
-    """`options` with the package's fine-tune settings where the user set none; unknown
-    keys in the package are refused like any other misspelt setting."""
+def with_package_defaults(options: "SubmitOptions", package: dict, where: str = "config.yaml finetune") -> "SubmitOptions":
+    """`options` with the package's fine-tune settings where the user set none. An unknown key,
+    a key given under both its old and new name, or a value out of bounds is a UserError
+    naming `where` and the key, like any other bad setting."""
+    from trm_kaggle.errors import UserError
+
+    for old, new in RENAMED_KEYS.items():
+        if old in package and new in package:
+            raise UserError(f"{where}: {old} and {new} both set: {old} is {new}'s old name, keep one")
     package = {RENAMED_KEYS.get(key, key): value for key, value in package.items()}
     unknown = sorted(set(package) - set(FINETUNE_KEYS))
     if unknown:
-        from trm_kaggle.errors import UserError
-        raise UserError(f"config.yaml finetune: unknown key {unknown[0]} (known: {', '.join(FINETUNE_KEYS)})")
+        raise UserError(f"{where}: unknown key {unknown[0]} (known: {', '.join(FINETUNE_KEYS)})")
     taken = {k: v for k, v in package.items() if k not in options.model_fields_set}
-    return SubmitOptions.model_validate(options.model_dump(exclude_unset=True) | taken) if taken else options
+    if not taken:
+        return options
+    try:
+        return SubmitOptions.model_validate(options.model_dump(exclude_unset=True) | taken)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise UserError(f"{where}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
 
 
 # A short run (the notebook outside the scoring rerun: saving a version, an interactive

@@ -139,7 +139,8 @@ class SubmitRun:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.model_dir = paths.resolve_model(o.model, self.scratch) if o.model else \
             paths.find_model(o.input_root, self.scratch)
-        self.options = o = shortened(with_package_defaults(o, paths.package_finetune(self.model_dir)))
+        recipe = paths.package_finetune(self.model_dir)
+        self.options = o = shortened(with_package_defaults(o, recipe, f"{self.model_dir / 'config.yaml'} finetune"))
         if o.short:
             log.info("short run (not the scoring rerun): budget %.2f h, %d augmentations, at most %d fine-tune steps",
                      o.budget_hours_used, o.num_aug, o.max_steps)
