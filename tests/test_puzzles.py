@@ -1,0 +1,79 @@
+"""Generated puzzles through the same code as ARC: N-Queens boards (seed 001's benchmark)
+built by trm-build-data, trained by trm-pretrain preset=nqueens_trm and scored by trm-eval."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trm_kaggle.cli.build_data import main as build_main
+from trm_kaggle.cli.eval import main as eval_main
+from trm_kaggle.cli.pretrain import load_config
+from trm_kaggle.dataset import nqueens
+from trm_kaggle.dataset.format import dataset_shape, load_split
+from trm_kaggle.pretrain import run_pretraining
+
+
+def attacks(board: np.ndarray) -> bool:
+    rows, cols = np.nonzero(board.reshape(nqueens.SIZE, nqueens.SIZE))
+    return any(len(set(line)) < len(line) for line in (rows, cols, rows + cols, rows - cols))
+
+
+def test_the_92_solutions_are_the_non_attacking_placements():
+    boards = nqueens.solutions()
+    assert boards.shape == (92, 64) and (boards.sum(1) == 8).all() and len({b.tobytes() for b in boards}) == 92
+    assert not any(attacks(b) for b in boards)
+    two_in_a_column = boards[0].reshape(8, 8).copy()
+    two_in_a_column[1] = np.roll(two_in_a_column[0], 0)
+    assert attacks(two_in_a_column.ravel())  # the check has teeth
+
+
+def test_every_input_completes_to_exactly_one_solution():
+    boards = nqueens.solutions()
+    givens, completes = nqueens.unique_completions(boards)
+    assert len(givens) == 17308 and givens.sum(1).min() == 2 and givens.sum(1).max() == 7  # one queen never decides
+    sample = np.random.default_rng(0).choice(len(givens), 300, replace=False)
+    for given, solution in zip(givens[sample], completes[sample]):
+        containing = np.flatnonzero((boards[:, given]).all(1))
+        assert containing.tolist() == [solution]
+
+
+def test_splits_are_disjoint_deterministic_and_labelled_by_their_completion():
+    splits = nqueens.generate(300, 50, seed=3)
+    (train_in, train_out), (test_in, test_out) = splits["train"], splits["test"]
+    assert train_in.shape == (300, 64) and test_in.shape == (50, 64) and train_in.dtype == np.uint8
+    assert not {r.tobytes() for r in train_in} & {r.tobytes() for r in test_in}
+    for inputs, labels in splits.values():
+        queens = inputs == nqueens.QUEEN
+        assert (labels[queens] == nqueens.QUEEN).all() and ((labels == nqueens.QUEEN).sum(1) == 8).all()
+    again = nqueens.generate(300, 50, seed=3)
+    assert all(np.array_equal(a, b) for split in splits for a, b in zip(splits[split], again[split]))
+    assert not np.array_equal(nqueens.generate(300, 50, seed=4)["train"][0], train_in)
+
+
+def test_trm_build_data_writes_nqueens_and_refuses_arc_options(tmp_path, capsys):
+    out = tmp_path / "nq"
+    assert build_main(["--source", "nqueens", "--out", str(out), "--train-size", "64", "--test-size", "16"]) == 0
+    shape = dataset_shape(out)
+    assert (shape.seq_len, shape.vocab_size, shape.num_puzzle_identifiers) == (64, 3, 1)
+    assert load_split(out, "train").num_examples == 64 and load_split(out, "test").num_examples == 16
+    assert json.loads((out / "build.json").read_text())["examples"] == {"train": 64, "test": 16}
+    assert build_main(["--source", "nqueens", "--out", str(out)]) == 2  # exists, no --force
+    with pytest.raises(SystemExit):
+        build_main(["--source", "nqueens", "--out", str(tmp_path / "x"), "--holdout", "2"])
+    assert "--holdout: an ARC option" in capsys.readouterr().err
+    assert build_main(["--source", "nqueens", "--out", str(tmp_path / "y"), "--train-size", "20000"]) == 2
+    assert "only 17308 distinct N-Queens inputs" in capsys.readouterr().err
+
+
+def test_nqueens_trains_with_its_preset_and_trm_eval_scores_it(tmp_path, capsys):
+    data = tmp_path / "nq"
+    assert build_main(["--source", "nqueens", "--out", str(data), "--train-size", "256", "--test-size", "20"]) == 0
+    last = run_pretraining(load_config(["preset=nqueens_trm", f"data_path={data}", f"run_dir={tmp_path / 'run'}",
+                                        "max_steps=2", "eval_every_epochs=1"]))
+    capsys.readouterr()
+    assert eval_main(["--ckpt", str(last), "--data", str(data), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "20 predictions (EMA averages)" in out and "exact accuracy by ACT step: 1:" in out and " 8:" in out
