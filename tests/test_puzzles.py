@@ -77,3 +77,42 @@ def test_nqueens_trains_with_its_preset_and_trm_eval_scores_it(tmp_path, capsys)
     assert eval_main(["--ckpt", str(last), "--data", str(data), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "20 predictions (EMA averages)" in out and "exact accuracy by ACT step: 1:" in out and " 8:" in out
+
+
+def valid_grid(grid: np.ndarray) -> bool:
+    board = grid.reshape(9, 9)
+    boxes = board.reshape(3, 3, 3, 3).transpose(0, 2, 1, 3).reshape(9, 9)
+    return all(sorted(line) == list(range(1, 10)) for lines in (board, board.T, boxes) for line in lines)
+
+
+def test_sudoku_puzzles_have_one_solution_and_their_augmentations_keep_it():
+    from trm_kaggle.dataset import sudoku
+
+    puzzles, solutions = sudoku.generate(20, seed=0, stream=0)
+    assert all(valid_grid(s) for s in solutions) and ((puzzles == 0) | (puzzles == solutions)).all()
+    assert all(sudoku.count_solutions(p) == 1 for p in puzzles)
+    assert 17 <= (puzzles > 0).sum(1).min() and (puzzles > 0).sum(1).max() <= 35
+    blanked = puzzles[0].copy()
+    blanked[np.flatnonzero(blanked)[:6]] = 0
+    assert sudoku.count_solutions(blanked) == 2  # a puzzle with cells taken away has several: the count has teeth
+    variants = sudoku.augment(np.stack([puzzles[0], solutions[0]]), 200, np.random.default_rng(1))
+    assert variants.shape == (201, 2, 81) and np.array_equal(variants[0, 0], puzzles[0])
+    assert len({v.tobytes() for v in variants}) == 201
+    for puzzle, solution in variants:
+        assert valid_grid(solution) and ((puzzle == 0) | (puzzle == solution)).all()
+        assert (puzzle > 0).sum() == (puzzles[0] > 0).sum()
+    assert all(sudoku.count_solutions(p) == 1 for p, _ in variants[:20])
+
+
+def test_sudoku_builds_trains_and_is_scored(tmp_path, capsys):
+    data = tmp_path / "sudoku"
+    assert build_main(["--source", "sudoku", "--out", str(data), "--train-size", "16", "--test-size", "8",
+                       "--num-aug", "3"]) == 0
+    train = load_split(data, "train")
+    assert train.num_examples == 64 and train.num_groups == 16 and (train.inputs.max(), train.inputs.min()) == (10, 1)
+    assert dataset_shape(data).seq_len == 81 and dataset_shape(data).vocab_size == 11
+    last = run_pretraining(load_config(["preset=sudoku_trm", f"data_path={data}", f"run_dir={tmp_path / 'run'}",
+                                        "max_steps=2", "global_batch_size=16"]))
+    capsys.readouterr()
+    assert eval_main(["--ckpt", str(last), "--data", str(data), "--quiet"]) == 0
+    assert "8 predictions (EMA averages)" in capsys.readouterr().out

@@ -26,10 +26,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-set",
                    help="ARC: the subset whose test pairs form the test split (its train pairs still train)")
     p.add_argument("--train-size", type=int,
-                   help="generated puzzles: training examples (nqueens: 7200, as seed 001)")
-    p.add_argument("--test-size", type=int, help="generated puzzles: test examples (nqueens: 200)")
+                   help="generated puzzles: training puzzles (nqueens: 7200, as seed 001; sudoku: 1000)")
+    p.add_argument("--test-size", type=int, help="generated puzzles: test puzzles (nqueens: 200; sudoku: 1000)")
     p.add_argument("--out", required=True, type=Path, help="output directory (must not exist unless --force)")
-    p.add_argument("--num-aug", type=int, default=1000, help="augmented variants per task (default 1000)")
+    p.add_argument("--num-aug", type=int,
+                   help="augmented variants per task (ARC) or per training puzzle (sudoku); default 1000")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-translation", action="store_true", help="keep every train example at (0, 0)")
     p.add_argument("--allow-overlap", action="store_true",
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     options = BuildOptions(
         source=args.source,
         subsets=tuple(s.strip() for s in args.subsets.split(",") if s.strip()),
-        test_set=args.test_set, out=args.out, num_aug=args.num_aug, seed=args.seed,
+        test_set=args.test_set, out=args.out, num_aug=1000 if args.num_aug is None else args.num_aug, seed=args.seed,
         translation=not args.no_translation, force=args.force, progress=not args.quiet,
         allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
         holdout=args.holdout, holdout_seed=args.holdout_seed)
@@ -78,8 +79,9 @@ def build_generated(args: argparse.Namespace) -> int:
                                           ("--exclude-overlap-with", args.exclude_overlap_with)) if given]
     if arc_only:
         parser().error(f"{arc_only[0]}: an ARC option; --source {args.source} takes --train-size, --test-size, "
-                       "--seed, --out, --force")
-    options = PuzzleOptions(args.source, args.out, args.train_size, args.test_size, args.seed, args.force)
+                       "--num-aug (sudoku), --seed, --out, --force")
+    options = PuzzleOptions(args.source, args.out, args.train_size, args.test_size, args.seed, args.num_aug,
+                            args.force)
     return run_cli(PROG, lambda: print(build_puzzles(options)))
 
 
