@@ -116,3 +116,25 @@ def test_sudoku_builds_trains_and_is_scored(tmp_path, capsys):
     capsys.readouterr()
     assert eval_main(["--ckpt", str(last), "--data", str(data), "--quiet"]) == 0
     assert "8 predictions (EMA averages)" in capsys.readouterr().out
+
+
+def test_the_learning_benchmark_records_curves_and_plots_them(tmp_path):
+    """benchmarks/learning.py end to end at a toy size: a point per evaluation, the block-call
+    count of the preset's recursion, the JSON and the PNG."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "nq"
+    assert build_main(["--source", "nqueens", "--out", str(data), "--train-size", "64", "--test-size", "8"]) == 0
+    script = Path(__file__).parent.parent / "benchmarks" / "learning.py"
+    done = subprocess.run([sys.executable, str(script), "--source", "nqueens", "--presets", "nqueens_trm",
+                           "--max-steps", "4", "--eval-every", "2", "--data", str(data), "--runs", str(tmp_path / "runs"),
+                           "--out", str(tmp_path / "out"), "arch.hidden_size=32", "global_batch_size=16"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "out" / "learning_nqueens_nqueens_trm_cpu.json").read_text())
+    (curve,) = record["curves"]
+    assert [p["step"] for p in curve["points"]] == [0, 2, 4] and curve["block_calls_per_step"] == 2 * (2 + 1)
+    assert curve["final"]["block_calls"] == 4 * 6 and len(curve["final"]["test_exact_accuracy_by_act_step"]) == 8
+    assert (tmp_path / "out" / "learning_nqueens_nqueens_trm_cpu.png").read_bytes()[:4] == b"\x89PNG"

@@ -208,10 +208,12 @@ class PretrainRun:
         return hardware.mfu(examples_per_s, flops_per_example(self.model_config)[0],
                             self.world.device, self.world.world_size)
 
-    def evaluate(self) -> None:
+    def evaluate(self) -> Scores | None:
         """The test split's scores with the EMA weights, by the dataset's kind (pass@K for
         ARC, exact accuracy per ACT step otherwise): every rank predicts its share of the
-        examples, rank 0 scores, logs and keeps the files for the next checkpoint."""
+        examples, rank 0 scores, logs and keeps the files for the next checkpoint. Returns
+        the scores on rank 0, None on the others."""
+        scores = None
         test = load_split(self.data, "test")
         examples = select_examples(test, self.config.eval_num_aug, None)
         mine = np.array_split(examples, self.world.world_size)[self.world.rank]
@@ -227,6 +229,7 @@ class PretrainRun:
             about = {"step": self.step_fn.step, "examples": len(examples), "num_aug": self.config.eval_num_aug}
             self.eval_files = {f"{EVAL_DIR}/{name}": content for name, content in scores.files(about).items()}
         distributed.barrier()
+        return scores
 
     def log_eval(self, scores: Scores) -> None:
         metrics = scores.metrics()
