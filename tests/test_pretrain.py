@@ -76,7 +76,7 @@ def test_the_presets_hold_their_recipes():
     (["lr_warmup=5"], "lr_warmup"),
     (["+lrr=1"], "config: lrr: unknown key (misspelt?)"),
     (["arch.hiden_size=8"], "config: arch.hiden_size: unknown key (misspelt?); did you mean arch.hidden_size?"),
-    (["preset=nope"], "config: preset=nope: no such preset (presets: arc2_paper, arc2_posttrain, cpu_tiny)"),
+    (["preset=nope"], "config: preset=nope: no such preset (presets: arc2_paper, arc2_posttrain, cpu_tiny, "),
     (["beta2=1"], "config: beta2: Input should be less than 1"),
     (["arch.hiden_size=4"], "hiden_size"),
     (["global_batch_size=0"], "global_batch_size"),
