@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -19,9 +20,6 @@ from trm_kaggle.dataset.format import (
     BLANK_IDENTIFIER, SPLITS, SplitIndex, directory_size, write_identifiers, write_json, write_split)
 from trm_kaggle.errors import UserError
 
-SOURCES = ("nqueens", "sudoku")
-DEFAULT_SIZES = {"nqueens": (7200, 200), "sudoku": (1000, 1000)}  # train, test (N-Queens: seed 001's split)
-SHAPES = {"nqueens": (nqueens.SEQ_LEN, nqueens.VOCAB_SIZE), "sudoku": (sudoku.SEQ_LEN, sudoku.VOCAB_SIZE)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,20 @@ def sudoku_splits(train_size: int, test_size: int, options: PuzzleOptions) -> di
             "test": Split(sudoku.tokens(test_puzzles), sudoku.tokens(test_solutions), np.ones(test_size, np.int64))}
 
 
+@dataclass(frozen=True)
+class Source:
+    splits: Callable[[int, int, PuzzleOptions], dict[str, Split]]
+    seq_len: int
+    vocab_size: int
+    blank: int        # the token of an empty cell: what an input does not give
+    train_size: int   # defaults
+    test_size: int
+
+
+SOURCES = {"nqueens": Source(nqueens_splits, nqueens.SEQ_LEN, nqueens.VOCAB_SIZE, nqueens.EMPTY, 7200, 200),  # seed 001's
+           "sudoku": Source(sudoku_splits, sudoku.SEQ_LEN, sudoku.VOCAB_SIZE, sudoku.BLANK_TOKEN, 1000, 1000)}
+
+
 def givens(split: Split, blank: int) -> dict[str, float]:
     """How many cells an input gives (Sudoku: the grade; N-Queens: queens placed)."""
     counts = (split.inputs != blank).sum(1)
@@ -83,9 +95,9 @@ def givens(split: Split, blank: int) -> dict[str, float]:
 def build_puzzles(options: PuzzleOptions) -> str:
     """Generate and write the dataset `options` describe, atomically; returns a summary line.
     UserError for a bad size or an `out` that --force may not replace."""
-    default_train, default_test = DEFAULT_SIZES[options.source]
-    train_size = default_train if options.train_size is None else options.train_size
-    test_size = default_test if options.test_size is None else options.test_size
+    source = SOURCES[options.source]
+    train_size = source.train_size if options.train_size is None else options.train_size
+    test_size = source.test_size if options.test_size is None else options.test_size
     if train_size < 1 or test_size < 1:
         raise UserError(f"--train-size and --test-size must be >= 1, got {train_size} and {test_size}")
     if options.out.exists():
@@ -93,16 +105,14 @@ def build_puzzles(options: PuzzleOptions) -> str:
             raise UserError(f"{options.out}: exists (--force replaces an earlier dataset)")
         check_replaceable(options.out, lambda d: (d / "build.json").is_file(), "dataset")
     start = time.perf_counter()
-    make = nqueens_splits if options.source == "nqueens" else sudoku_splits
-    splits = make(train_size, test_size, options)
-    seq_len, vocab_size = SHAPES[options.source]
-    blank = nqueens.EMPTY if options.source == "nqueens" else sudoku.BLANK_TOKEN
+    splits = source.splits(train_size, test_size, options)
+    blank = source.blank
     with atomic_dir(options.out) as staging:
         write_identifiers(staging, [BLANK_IDENTIFIER])
         for name in SPLITS:
             split = splits[name]
-            write_split(staging / name, [(split.inputs, split.labels)], split.index(), seq_len=seq_len,
-                        vocab_size=vocab_size, num_puzzle_identifiers=1)
+            write_split(staging / name, [(split.inputs, split.labels)], split.index(), seq_len=source.seq_len,
+                        vocab_size=source.vocab_size, num_puzzle_identifiers=1)
         write_json(staging / "build.json", {
             "builder": f"trm-kaggle {__version__}", "source": options.source, "seed": options.seed,
             "num_aug": options.num_aug, "examples": {name: len(splits[name].inputs) for name in SPLITS},
