@@ -1,5 +1,5 @@
 """trm-build-data: build a dataset in the original TRM layout: augmented ARC tasks, or generated
-puzzles (--source nqueens)."""
+puzzles (--source nqueens, --source sudoku)."""
 
 from __future__ import annotations
 
