@@ -158,7 +158,7 @@ def score(kind: str, data_dir: Path, split: SplitArrays, split_name: str, names:
           predictions: Predictions) -> Scores:
     """The scores of `predictions` by the dataset's kind (see `dataset_kind`); an ARC train
     split is scored by exact match, as there is nothing to vote on."""
-    if kind == "exact_match" or split_name != "test":
+    if scores_step_by_step(kind, split_name):
         return ExactMatch.of(predictions)
     tasks = load_tasks(data_dir)
     ranked = vote(split, names, predictions)
