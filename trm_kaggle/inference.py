@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from trm_kaggle.dataset.format import SplitArrays
 from trm_kaggle.dataset.sampler import example_puzzles, gather
-from trm_kaggle.losses import IGNORE_LABEL
+from trm_kaggle.losses import step_scores
 from trm_kaggle.model import TRM
 
 
@@ -37,15 +37,6 @@ class Predictions:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def step_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(exact (B,) bool, token accuracy (B,) float32) of one step's (B, L, V) logits against
-    (B, L) labels; IGNORE_LABEL positions do not count (a row without labels is exact)."""
-    mask = labels != IGNORE_LABEL
-    correct = (mask & (logits.argmax(-1) == labels)).sum(-1)
-    counted = mask.sum(-1)
-    return correct == counted, correct.float() / counted.clamp_min(1)
 
 
 @torch.inference_mode()

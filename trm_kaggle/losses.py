@@ -40,6 +40,15 @@ def halting_loss(q_halt_logits: torch.Tensor, exact: torch.Tensor) -> torch.Tens
     return F.binary_cross_entropy_with_logits(q_halt_logits, exact.to(q_halt_logits.dtype), reduction="none")
 
 
+def step_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(exact (B,) bool, token accuracy (B,) float32) of one step's (B, L, V) logits against
+    (B, L) labels; IGNORE_LABEL positions do not count (a row without labels is exact)."""
+    mask = labels != IGNORE_LABEL
+    correct = (mask & (logits.argmax(-1) == labels)).sum(-1)
+    counted = mask.sum(-1)
+    return correct == counted, correct.float() / counted.clamp_min(1)
+
+
 @dataclass(frozen=True)
 class ACTLoss:
     """The TRM's loss of one ACT step (the original's ACTLossHead with no_ACT_continue):
@@ -57,15 +66,12 @@ class ACTLoss:
 
     def __call__(self, outputs: dict[str, torch.Tensor], carry: Carry) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, q_halt, labels = outputs["logits"], outputs["q_halt_logits"], carry.data["labels"]
-        mask = labels != IGNORE_LABEL
-        counts = mask.sum(-1)
         with torch.no_grad():
-            correct = mask & (logits.argmax(-1) == labels)
-            exact = correct.sum(-1) == counts
-            valid = carry.halted & (counts > 0)
+            exact, token_accuracy = step_scores(logits, labels)
+            valid = carry.halted & (labels != IGNORE_LABEL).any(-1)
             metrics = {
                 "count": valid.sum(),
-                "accuracy": torch.where(valid, correct.sum(-1) / counts.clamp_min(1), 0).sum(),
+                "accuracy": torch.where(valid, token_accuracy, 0).sum(),
                 "exact_accuracy": (valid & exact).sum(),
                 "q_halt_accuracy": (valid & ((q_halt >= 0) == exact)).sum(),
                 "steps": torch.where(valid, carry.steps, 0).sum(),
