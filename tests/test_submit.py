@@ -86,6 +86,23 @@ def test_a_dying_inference_worker_leaves_its_chunks_to_the_others(bundle, four_t
     assert report.chunks_done == report.chunks_total and report.error is None
 
 
+def test_a_second_run_in_the_same_scratch_uses_nothing_the_first_left(bundle, four_tasks, tmp_path, capfd):
+    """An earlier run's fine-tuned weights and prediction chunks in the scratch directory (an
+    interactive session run twice) are removed, not taken for this run's: here a second run
+    whose fine-tuning fails before saving anything predicts with the package, and predicts
+    every chunk anew instead of voting with the first run's."""
+    run(bundle, four_tasks, tmp_path)
+    assert (tmp_path / "scratch" / "finetuned" / "meta.json").is_file()
+    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "scratch" / "predictions").glob("chunk_*.npz")}
+    assert first
+    capfd.readouterr()
+    report, _ = run(bundle, four_tasks, tmp_path, faults="finetune_error:step=0", progress_every_s=3600)
+    assert "no fine-tuned weights: inference with the packaged model" in capfd.readouterr().err
+    assert report.steps_done is None and report.chunks_done == report.chunks_total
+    second = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "scratch" / "predictions").glob("chunk_*.npz")}
+    assert second.keys() == first.keys() and all(second[name] > first[name] for name in first)
+
+
 def test_an_exception_in_fine_tuning_infers_with_the_packaged_model(bundle, four_tasks, tmp_path, capfd):
     # No periodic save before the fault (a slow step on a busy machine used to save at step 1).
     report, _ = run(bundle, four_tasks, tmp_path, faults="finetune_error:step=2", progress_every_s=3600)

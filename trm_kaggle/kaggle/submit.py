@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -175,9 +176,20 @@ class SubmitRun:
         self.infer_examples = len(self.chunks.examples)
         self.spec = workers.WorkerSpec(o, self.model_dir, self.data_dir, self.scratch, self.deadline, self.devices,
                                        workers.free_port(), clock=self.clock)
+        self.clear_earlier_run()
         log.info("dataset %s: %d training examples; %d predictions to make in %d chunks",
                  self.data_dir, load_split(self.data_dir, "train").num_examples, self.infer_examples,
                  self.report.chunks_total)
+
+    def clear_earlier_run(self) -> None:
+        """Remove what an earlier run left in the same scratch: its fine-tuned weights and its
+        prediction chunks would otherwise be taken for this run's (inference loads the weights
+        it finds; voting takes every chunk file)."""
+        finetuned, predictions = self.spec.finetuned_dir, self.spec.predictions_dir
+        if (finetuned / "meta.json").is_file():
+            shutil.rmtree(finetuned)
+        for stale in predictions.glob("chunk_*.npz") if predictions.is_dir() else ():
+            stale.unlink()
 
     # ------------------------------------------------------------------------ 3. fine-tune
 
