@@ -324,16 +324,23 @@ def verify_hashes(directory: Path, meta: dict[str, Any]) -> None:
             raise UserError(f"{directory / name}: SHA-256 differs from {META_FILE}: the file is damaged")
 
 
+def read_model_config(directory: Path, config: dict | None = None) -> ModelConfig:
+    """The architecture a checkpoint of ours (or a packaged model) holds, without its weights.
+    `config` is its config.json when already read. UserError when there is none."""
+    config = read_json_file(directory / CONFIG_FILE) if config is None else config
+    try:
+        return ModelConfig.model_validate(config["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{directory / CONFIG_FILE}: no valid model config: {' '.join(str(exc).split())[:200]}") from None
+
+
 def load_ours(directory: Path) -> Checkpoint:
     meta = read_json_file(directory / META_FILE)
     if meta.get("format") != FORMAT:
         raise UserError(f"{directory / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
     verify_hashes(directory, meta)
     config = read_json_file(directory / CONFIG_FILE)
-    try:
-        model_config = ModelConfig.model_validate(config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{directory / CONFIG_FILE}: no valid model config: {' '.join(str(exc).split())[:200]}") from None
+    model_config = read_model_config(directory, config)
     state = torch_load(directory / MODEL_FILE)
     check_finite(state, directory / MODEL_FILE)
     stats = torch_load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None

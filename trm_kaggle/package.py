@@ -24,7 +24,7 @@ import yaml
 
 from trm_kaggle import __version__
 from trm_kaggle.atomic import atomic_dir, check_replaceable
-from trm_kaggle.augment import arc_shape
+from trm_kaggle.augment import CANVAS, arc_shape, canvas_side
 from trm_kaggle.checkpoint import (
     META_FILE, STATS_FILE, TABLE, Checkpoint, averaged_state, embedding_stats, load_checkpoint, name_rows, save_state,
     sha256_file)
@@ -77,6 +77,7 @@ class ModelExport:
     ema: bool
     kept_rows: int
     size_bytes: int
+    canvas: int = CANVAS  # the side of the canvas it encodes grids on: ARC's 30, or a smaller dataset's
 
 
 def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False,
@@ -87,7 +88,11 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False,
     ckpt = load_checkpoint(ckpt_path)
     if TABLE not in ckpt.state_dict:
         raise UserError(f"{ckpt_path}: already a slim export; package the checkpoint it came from")
-    mismatch = arc_shape(ckpt.num_rows).mismatch(ckpt.config)
+    try:  # ARC's 30x30, or the smaller canvas of an ARC-format dataset (dataset/synthetic.py)
+        canvas = canvas_side(ckpt.config.seq_len)
+    except ValueError:
+        canvas = CANVAS
+    mismatch = arc_shape(ckpt.num_rows, canvas).mismatch(ckpt.config)
     if mismatch:  # the notebook answers ARC tasks: 900 tokens of 12 values
         mismatch = mismatch.replace("the dataset's", "ARC's")
         raise UserError(f"{ckpt_path}: {mismatch}: the Kaggle notebook runs ARC tasks, this model cannot answer them")
@@ -113,7 +118,7 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False,
     save_state(out, ckpt.config, state, ckpt.identifiers if keep_embeddings else None, ckpt.step,
                torch_files=torch_files, extra_files={"config.yaml": recipe.encode()}, meta=meta)
     size = sum(f.stat().st_size for f in out.iterdir())
-    return ModelExport(out, ckpt_path, ema, len(table) if keep_embeddings else 0, size)
+    return ModelExport(out, ckpt_path, ema, len(table) if keep_embeddings else 0, size, canvas)
 
 
 # ---------------------------------------------------------------------------- dataset metadata
@@ -199,7 +204,9 @@ class Bundle:
         return (f"{self.out}: {len(files)} files, {size / 1e6:.1f} MB (model {self.export.size_bytes / 1e6:.1f} MB"
                 f"{', EMA' if self.export.ema else ''}; {len(self.wheels)} wheels {wheels / 1e6:.1f} MB"
                 + (f", {self.lock}" if self.lock else "") + ")"
-                + (f"; verified: trm-kaggle {self.verified}" if self.verified else ""))
+                + (f"; verified: trm-kaggle {self.verified}" if self.verified else "")
+                + (f"; a {self.export.canvas}x{self.export.canvas} canvas: it answers only tasks whose grids fit it"
+                   if self.export.canvas < CANVAS else ""))
 
 
 def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_embeddings: bool = False,

