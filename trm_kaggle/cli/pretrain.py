@@ -18,7 +18,7 @@ from trm_kaggle.errors import UserError
 
 PROG = "trm-pretrain"
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-USAGE = (f"usage: {PROG} preset={{arc2_paper,arc2_posttrain,cpu_tiny,nqueens_trm,sudoku_trm}} data_path=DIR run_dir=DIR "
+USAGE = (f"usage: {PROG} preset={{arc2_paper,arc2_posttrain,cpu_tiny,nqueens_trm,sudoku_trm,synthetic_cpu}} data_path=DIR run_dir=DIR "
          "[max_steps=N] [resume=true] [init_from=CKPT] [key=value ...]\nconfig: " + str(CONF_DIR))
 
 
