@@ -145,6 +145,7 @@ def test_trm_package_refuses_a_model_that_cannot_answer_arc(flips, tmp_path):
     from trm_kaggle.package import export_model
 
     last = pretrain(flips, tmp_path / "run", "max_steps=1", "eval_every_epochs=null")
-    with pytest.raises(UserError, match="seq_len 64, ARC.s is 900: the Kaggle notebook runs ARC tasks"):
+    # 64 tokens would be an 8x8 ARC canvas (dataset/synthetic.py's), but 3 token values are not ARC's 12
+    with pytest.raises(UserError, match="vocab_size 3, ARC.s is 12: the Kaggle notebook runs ARC tasks"):
         export_model(last, tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()

@@ -7,15 +7,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from trm_kaggle.arc import Pair, Query, Task
-from trm_kaggle.augment import apply_variant, crop, decode, encode_grid, parse_variant_name
+from trm_kaggle.arc import Pair, Query, Task, write_kaggle_files
+from trm_kaggle.augment import apply_variant, arc_shape, crop, decode, encode_grid, parse_variant_name
+from trm_kaggle.checkpoint import save_checkpoint
+from trm_kaggle.config import DataShape, tiny_model_config
 from trm_kaggle.cli.build_data import main as build_main
 from trm_kaggle.dataset import synthetic
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import dataset_shape, load_identifiers, load_split
 from trm_kaggle.errors import UserError
-from trm_kaggle.kaggle import faults
+from trm_kaggle.kaggle import SubmitOptions, faults, submit
+from trm_kaggle.model import TRM
+from trm_kaggle.package import export_model
 from trm_kaggle.vote import decode_predictions
 
 
@@ -134,3 +139,53 @@ def test_the_negative_controls_are_off_unless_asked(monkeypatch):
     monkeypatch.setenv(faults.ENV, "wrong_rows;wrong_inverse")
     assert faults.identifier_map(5).tolist() == [0, 3, 4, 1, 2]
     assert faults.variant_names(names) == ["<blank>", "a|||t1|||0123456789", "a|||t4|||0213456789"]
+
+
+def test_trm_submit_answers_the_tasks_that_fit_a_small_canvas_and_gives_the_rest_the_fallback(tmp_path):
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "run" / "step_1", TRM(tiny_model_config(arc_shape(3, canvas=8))),
+                    ["<blank>", "a", "b"], 1)
+    export_model(tmp_path / "run" / "step_1", tmp_path / "bundle" / "model")
+    small = synthetic.generate("synthetic:recolour", "evaluation", 2, seed=0)
+    big = Task(id="big", train=[Pair(input=np.ones((10, 10), np.uint8), output=np.ones((10, 10), np.uint8))],
+               test=[Query(input=np.ones((3, 3), np.uint8))])
+    challenges, _ = write_kaggle_files([*small, big], tmp_path / "hidden", "arc-agi_test")
+    out = tmp_path / "submission.json"
+    report = submit(SubmitOptions(out=out, model=tmp_path / "bundle", challenges=challenges, scratch=tmp_path / "scratch",
+                                  budget_hours=0.05, margin_minutes=0.1, num_aug=1, steps=2, batch_size=8,
+                                  infer_batch_size=4, device="cpu", gpus=1))
+    assert report.error is None and report.chunks_done == report.chunks_total
+    assert any(e.startswith("1 of 3 tasks have grids larger than the model's 8x8 canvas (first: task big train[0] "
+                            "input: a 10x10 grid") for e in report.events), report.events
+    assert set(json.loads((tmp_path / "scratch" / "data" / "test_puzzles.json").read_text())) == {t.id for t in small}
+    assert json.loads(out.read_text())["big"] == [{"attempt_1": [[1] * 3] * 3, "attempt_2": [[1] * 3] * 3}]
+    write_kaggle_files([big], tmp_path / "only_big", "arc-agi_test")
+    none_fit = submit(SubmitOptions(out=tmp_path / "b.json", model=tmp_path / "bundle", scratch=tmp_path / "scratch2",
+                                    challenges=tmp_path / "only_big" / "arc-agi_test_challenges.json", device="cpu",
+                                    gpus=1))
+    assert "the model can answer none of them" in none_fit.error and none_fit.failures()
+
+
+def test_a_misspelt_or_malformed_fault_is_refused(monkeypatch):
+    monkeypatch.setenv(faults.ENV, "wrong_row")
+    with pytest.raises(ValueError, match="unknown fault 'wrong_row' .known: finetune_crash"):
+        faults.active()
+    monkeypatch.setenv(faults.ENV, "slow_step:seconds")
+    with pytest.raises(ValueError, match="arguments must be key=number"):
+        faults.active()
+    monkeypatch.setenv(faults.ENV, "wrong_inverse")
+    assert faults.describe() == "wrong_inverse"
+
+
+def test_trm_package_refuses_a_sequence_that_is_no_square_canvas(tmp_path):
+    shape = DataShape(num_puzzle_identifiers=2, vocab_size=12, seq_len=63)
+    save_checkpoint(tmp_path / "run" / "step_1", TRM(tiny_model_config(shape)), ["<blank>", "a"], 1)
+    with pytest.raises(UserError, match="seq_len 63, ARC.s is 900: the Kaggle notebook runs ARC tasks"):
+        export_model(tmp_path / "run" / "step_1", tmp_path / "bundle")
+
+
+@pytest.mark.parametrize("canvas", ["0", "31"])
+def test_a_canvas_out_of_bounds_is_refused(canvas, tmp_path, capsys):
+    assert build_main(["--source", "synthetic:recolour", "--canvas", canvas, "--out", str(tmp_path / "d"),
+                       "--quiet"]) == 2
+    assert "--canvas must be 1..30" in capsys.readouterr().err and not (tmp_path / "d").exists()

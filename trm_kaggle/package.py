@@ -205,7 +205,8 @@ class Bundle:
                 f"{', EMA' if self.export.ema else ''}; {len(self.wheels)} wheels {wheels / 1e6:.1f} MB"
                 + (f", {self.lock}" if self.lock else "") + ")"
                 + (f"; verified: trm-kaggle {self.verified}" if self.verified else "")
-                + (f"; a {self.export.canvas}x{self.export.canvas} canvas: it answers only tasks whose grids fit it"
+                + (f"; canvas {self.export.canvas}x{self.export.canvas}: it answers only tasks whose grids fit it, "
+                   "the others get the fallback"
                    if self.export.canvas < CANVAS else ""))
 
 

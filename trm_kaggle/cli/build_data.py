@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         translation=not args.no_translation, force=args.force, progress=not args.quiet,
         allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
         holdout=args.holdout, holdout_seed=args.holdout_seed,
-        canvas=args.canvas or (synthetic.CANVAS if generated else CANVAS), generated_tasks=sizes)
+        canvas=args.canvas if args.canvas is not None else synthetic.CANVAS if generated else CANVAS,
+        generated_tasks=sizes)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
 
     def body() -> None:
@@ -96,7 +97,7 @@ def build_generated(args: argparse.Namespace) -> int:
     """Generated puzzles: the ARC options do not apply to them."""
     arc_only = [flag for flag, given in (("--subsets", args.subsets), ("--test-set", args.test_set),
                                           ("--holdout", args.holdout), ("--no-translation", args.no_translation),
-                                          ("--allow-overlap", args.allow_overlap), ("--canvas", args.canvas),
+                                          ("--allow-overlap", args.allow_overlap), ("--canvas", args.canvas is not None),
                                           ("--exclude-overlap-with", args.exclude_overlap_with)) if given]
     if arc_only:
         parser().error(f"{arc_only[0]}: an ARC option; --source {args.source} takes --train-size, --test-size, "

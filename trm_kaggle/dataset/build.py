@@ -299,6 +299,18 @@ def check_options(options: BuildOptions) -> None:
         check_replaceable(options.out, is_dataset_dir, "dataset (identifiers.json, train/ and test/)", inputs)
 
 
+def oversized_grid(task: Task, canvas: int) -> str | None:
+    """'task T train[0] input: a 9x3 grid does not fit the 8x8 canvas' for the first of the
+    task's grids larger than the canvas, or None when all fit."""
+    for split, pairs in (("train", task.train), ("test", task.test)):
+        for i, pair in enumerate(pairs):
+            for name, grid in (("input", pair.input), ("output", pair.output)):
+                if grid is not None and max(grid.shape) > canvas:
+                    return (f"task {task.id} {split}[{i}] {name}: a {grid.shape[0]}x{grid.shape[1]} grid does not "
+                            f"fit the {canvas}x{canvas} canvas")
+    return None
+
+
 def check_canvas(subsets: dict[str, list[Task]], canvas: int) -> None:
     """UserError naming the first grid larger than the canvas (on ARC's 30 none is: arc.py
     refuses such grids when it reads them)."""
@@ -306,12 +318,8 @@ def check_canvas(subsets: dict[str, list[Task]], canvas: int) -> None:
         return
     for tasks in subsets.values():
         for task in tasks:
-            for split, pairs in (("train", task.train), ("test", task.test)):
-                for i, pair in enumerate(pairs):
-                    for name, grid in (("input", pair.input), ("output", pair.output)):
-                        if grid is not None and max(grid.shape) > canvas:
-                            raise UserError(f"task {task.id} {split}[{i}] {name}: a {grid.shape[0]}x{grid.shape[1]} "
-                                            f"grid does not fit the {canvas}x{canvas} canvas")
+            if problem := oversized_grid(task, canvas):
+                raise UserError(problem)
 
 
 def is_dataset_dir(path: Path) -> bool:

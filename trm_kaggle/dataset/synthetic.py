@@ -163,5 +163,6 @@ def generate_subsets(source: str, subsets: Sequence[str], sizes: dict[str, int] 
 def describe(source: str, subsets: dict[str, list[Task]]) -> dict:
     """What build.json records of a generated source (build.json's `seed` draws the tasks)."""
     counts = ", ".join(f"{len(tasks)} {name}" for name, tasks in subsets.items())
-    return {"source": source, "version": "generated", "title": f"{source} ({counts} tasks)",
-            "families": parse_families(source)}
+    families = parse_families(source)
+    return {"source": source, "version": "generated", "title": f"{PREFIX}{','.join(families)} ({counts} tasks)",
+            "families": families}

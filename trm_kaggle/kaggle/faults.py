@@ -37,13 +37,29 @@ from trm_kaggle.augment import NUM_DIHEDRAL, parse_variant_name, variant_name
 ENV = "TRM_KAGGLE_FAULTS"
 
 
+KNOWN = ("finetune_crash", "finetune_error", "slow_step", "slow_probe", "finetune_oom", "infer_oom", "infer_crash",
+         "slow_chunk", "vote_error", "wrong_rows", "wrong_inverse")
+
+
 def active() -> dict[str, dict[str, float]]:
+    """The faults TRM_KAGGLE_FAULTS asks for: name -> its arguments. ValueError (one line) for
+    an unknown name or a malformed argument, so a misspelt control never runs as the real path."""
     spec = os.environ.get(ENV, "").strip()
     faults = {}
     for item in filter(None, (part.strip() for part in spec.split(";"))):
         name, _, args = item.partition(":")
-        faults[name] = {k: float(v) for k, v in (a.split("=") for a in args.split(",") if a)}
+        if name not in KNOWN:
+            raise ValueError(f"{ENV}={spec!r}: unknown fault {name!r} (known: {', '.join(KNOWN)})")
+        try:
+            faults[name] = {k: float(v) for k, v in (a.split("=") for a in args.split(",") if a)}
+        except ValueError:
+            raise ValueError(f"{ENV}={spec!r}: {item!r}: arguments must be key=number, comma-separated") from None
     return faults
+
+
+def describe() -> str | None:
+    """The faults asked for, checked (ValueError as `active`), as the variable gives them; None without any."""
+    return os.environ.get(ENV, "").strip() if active() else None
 
 
 def _matches(fault: dict[str, float], **where: float) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 from trm_kaggle.arc import Task, load_challenges
 from trm_kaggle.augment import canvas_side
 from trm_kaggle.checkpoint import read_model_config
-from trm_kaggle.dataset.build import BuildOptions, build_dataset
+from trm_kaggle.dataset.build import BuildOptions, build_dataset, oversized_grid
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import add_votes
@@ -137,6 +137,9 @@ class SubmitRun:
         self.report.test_inputs = sum(len(t.test) for t in self.tasks)
         o.out.parent.mkdir(parents=True, exist_ok=True)
         self.write(Votes())  # the fallback: valid from the first second
+        if injected := faults.describe():
+            self.report.event(f"{faults.ENV}={injected}: faults injected on purpose (a test or a negative control), "
+                              "not a real run")
         log.info("%s: %d tasks, %d test inputs; fallback written to %s", challenges, len(self.tasks),
                  sum(len(t.test) for t in self.tasks), o.out)
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,7 @@ class SubmitRun:
         canvas = canvas_side(read_model_config(self.model_dir).seq_len)  # ARC's 30, or what it was pretrained on
         build_dataset(BuildOptions(source="challenges", subsets=(SUBSET,), test_set=SUBSET, out=self.data_dir,
                                    num_aug=o.num_aug, seed=o.seed, translation=o.translation, force=True,
-                                   progress=False, canvas=canvas), subsets={SUBSET: self.tasks})
+                                   progress=False, canvas=canvas), subsets={SUBSET: self.tasks_that_fit(canvas)})
         self.test_split = load_split(self.data_dir, "test")
         train_examples = load_split(self.data_dir, "train").num_examples
         self.clock.charge("data_example", train_examples + self.test_split.num_examples)
@@ -183,6 +186,20 @@ class SubmitRun:
         log.info("dataset %s: %d training examples; %d predictions to make in %d chunks",
                  self.data_dir, load_split(self.data_dir, "train").num_examples, self.infer_examples,
                  self.report.chunks_total)
+
+    def tasks_that_fit(self, canvas: int) -> list[Task]:
+        """The tasks whose every grid fits the model's canvas (all of them on ARC's 30); the
+        others keep their fallback answers, with an event naming the first. UserError when none fits."""
+        problems = {task.id: oversized_grid(task, canvas) for task in self.tasks}
+        fit = [task for task in self.tasks if problems[task.id] is None]
+        if len(fit) < len(self.tasks):
+            first = next(problem for problem in problems.values() if problem)
+            message = (f"{len(self.tasks) - len(fit)} of {len(self.tasks)} tasks have grids larger than the model's "
+                       f"{canvas}x{canvas} canvas (first: {first})")
+            if not fit:
+                raise UserError(f"{message}: the model can answer none of them")
+            self.report.event(f"{message}: they keep the fallback answers")
+        return fit
 
     def clear_earlier_run(self) -> None:
         """Remove what an earlier run left in the same scratch: its fine-tuned weights and its
