@@ -7,7 +7,7 @@ usage() {
 usage: pretrain/launch.sh RUN_DIR [hydra overrides...]
 
 environment:
-  PRESET          arc2_paper | arc2_posttrain | cpu_tiny   (default arc2_paper)
+  PRESET          arc2_paper | arc2_posttrain | arc2_dis | dis_compact | cpu_tiny   (default arc2_paper)
   DATA_DIR        dataset directory, built here when missing (default data/arc2-aug1000)
   NPROC_PER_NODE  processes (GPUs) on this node (default: GPUs nvidia-smi lists, else 1)
   NNODES          nodes in the job (default 1: torchrun --standalone)

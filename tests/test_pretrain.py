@@ -76,7 +76,9 @@ def test_the_presets_hold_their_recipes():
     (["lr_warmup=5"], "lr_warmup"),
     (["+lrr=1"], "config: lrr: unknown key (misspelt?)"),
     (["arch.hiden_size=8"], "config: arch.hiden_size: unknown key (misspelt?); did you mean arch.hidden_size?"),
-    (["preset=nope"], "config: preset=nope: no such preset (presets: arc2_paper, arc2_posttrain, cpu_tiny, "),
+    (["preset=nope"], "config: preset=nope: no such preset (presets: arc2_dis, arc2_paper, arc2_posttrain, cpu_tiny, "),
+    (["arch.dis_token_input=previous"], "config: arch: Value error, dis_token_input previous needs objective dis"),
+    (["dis.targets=paths"], "config: dis.targets: Input should be 'path' or 'masking'"),
     (["beta2=1"], "config: beta2: Input should be less than 1"),
     (["arch.hiden_size=4"], "hiden_size"),
     (["global_batch_size=0"], "global_batch_size"),
@@ -109,16 +111,24 @@ def test_a_tiny_run_leaves_its_checkpoint_and_log(data, tmp_path):
         run_pretraining(tiny(data, tmp_path / "run", "max_steps=8"))
 
 
-def test_resume_equals_an_uninterrupted_run(data, tmp_path):
-    run_pretraining(tiny(data, tmp_path / "straight", "max_steps=8"))
-    run_pretraining(tiny(data, tmp_path / "paused", "max_steps=4"))
-    run_pretraining(tiny(data, tmp_path / "paused", "max_steps=8", "resume=true"))
+# Deep Improvement Supervision (seed 001) on the tiny model: its per-example target orders ride
+# in the carry, so resuming and sharding must keep them exactly as the TRM's carry.
+DIS = ["arch.objective=dis", "arch.H_cycles=1", "arch.L_cycles=2", "arch.halt_max_steps=3"]
+
+
+@pytest.mark.parametrize("objective", [[], DIS], ids=["trm", "dis"])
+def test_resume_equals_an_uninterrupted_run(data, tmp_path, objective):
+    run_pretraining(tiny(data, tmp_path / "straight", "max_steps=8", *objective))
+    run_pretraining(tiny(data, tmp_path / "paused", "max_steps=4", *objective))
+    run_pretraining(tiny(data, tmp_path / "paused", "max_steps=8", "resume=true", *objective))
     assert_same_weights(tmp_path / "straight" / "step_8", tmp_path / "paused" / "step_8")
     straight = torch.load(tmp_path / "straight" / "step_8" / "train_state.pt", weights_only=True)
     paused = torch.load(tmp_path / "paused" / "step_8" / "train_state.pt", weights_only=True)
     assert straight["sampler"] == paused["sampler"]
     for a, b in zip(straight["carries"], paused["carries"]):
         assert torch.equal(a["z_H"], b["z_H"]) and torch.equal(a["data"]["inputs"], b["data"]["inputs"])
+        assert a["data"].keys() == b["data"].keys() == ({"dis_order"} if objective else set()) | a["data"].keys()
+        assert all(torch.equal(a["data"][k], b["data"][k]) for k in a["data"])
 
 
 def test_sigterm_checkpoints_and_the_run_resumes_exactly(data, tmp_path, monkeypatch):
@@ -143,9 +153,10 @@ def test_keep_last_keeps_the_newest(data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.jsonl", "step_6", "step_8"]
 
 
-def test_two_ranks_give_the_weights_of_one(data, tmp_path):
+@pytest.mark.parametrize("objective", [[], DIS], ids=["trm", "dis"])
+def test_two_ranks_give_the_weights_of_one(data, tmp_path, objective):
     """torchrun with two gloo processes on the CPU against one process, same global batch."""
-    evaluating = ["eval_every_epochs=1", "eval_num_aug=1"]  # rank-split evaluation at step 15
+    evaluating = ["eval_every_epochs=1", "eval_num_aug=1", *objective]  # rank-split evaluation at step 15
     run_pretraining(tiny(data, tmp_path / "one", "max_steps=16", *evaluating))
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     env = os.environ | {"OMP_NUM_THREADS": "1"}

@@ -128,13 +128,40 @@ def test_the_learning_benchmark_records_curves_and_plots_them(tmp_path):
     data = tmp_path / "nq"
     assert build_main(["--source", "nqueens", "--out", str(data), "--train-size", "64", "--test-size", "8"]) == 0
     script = Path(__file__).parent.parent / "benchmarks" / "learning.py"
-    done = subprocess.run([sys.executable, str(script), "--source", "nqueens", "--presets", "nqueens_trm",
+    done = subprocess.run([sys.executable, str(script), "--source", "nqueens", "--presets", "nqueens_trm", "nqueens_dis",
                            "--max-steps", "4", "--eval-every", "2", "--data", str(data), "--runs", str(tmp_path / "runs"),
                            "--out", str(tmp_path / "out"), "arch.hidden_size=32", "global_batch_size=16"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    record = json.loads((tmp_path / "out" / "learning_nqueens_nqueens_trm_cpu.json").read_text())
-    (curve,) = record["curves"]
-    assert [p["step"] for p in curve["points"]] == [0, 2, 4] and curve["block_calls_per_step"] == 2 * (2 + 1)
-    assert curve["final"]["block_calls"] == 4 * 6 and len(curve["final"]["test_exact_accuracy_by_act_step"]) == 8
-    assert (tmp_path / "out" / "learning_nqueens_nqueens_trm_cpu.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((tmp_path / "out" / "learning_nqueens_nqueens_trm+nqueens_dis_cpu.json").read_text())
+    trm, dis = record["curves"]
+    assert [p["step"] for p in trm["points"]] == [0, 2, 4] and trm["block_calls_per_step"] == 2 * (2 + 1)
+    assert trm["final"]["block_calls"] == 4 * 6 and len(trm["final"]["test_exact_accuracy_by_act_step"]) == 8
+    assert (dis["block_calls_per_step"], dis["block_calls_per_example_pass"]) == (1 * (2 + 1), 6 * 3)
+    assert len(dis["final"]["test_exact_accuracy_by_act_step"]) == 6  # N_sup steps, all evaluated
+    row = record["comparison"]["nqueens_dis"]
+    assert row["against"] == "nqueens_trm" and row["equal_block_calls"]["block_calls"] == 4 * 3
+    assert (tmp_path / "out" / "learning_nqueens_nqueens_trm+nqueens_dis_cpu.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_comparison_counts_block_calls_to_the_references_accuracy():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("learning", Path(__file__).parent.parent / "benchmarks" / "learning.py")
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+
+    def curve(name, calls_per_step, accuracies):
+        points = [{"step": 10 * i, "seconds": float(i), "block_calls": 10 * i * calls_per_step,
+                   "test_exact_accuracy": a} for i, a in enumerate(accuracies)]
+        return {"preset": name, "points": points, "final": points[-1]}
+
+    reference = curve("trm", 6, [0.0, 0.1, 0.3, 0.5])  # reaches 0.5 at 180 block calls
+    faster = curve("dis", 3, [0.0, 0.5, 0.6, 0.6])      # reaches 0.5 at 30
+    never = curve("slow", 3, [0.0, 0.1, 0.2, 0.2])
+    table = learning.compare([reference, faster, never])
+    assert table["dis"]["to_reach_reference_final"]["block_calls"] == [180, 30]
+    assert table["dis"]["to_reach_reference_final"]["block_call_ratio"] == 6.0
+    assert table["dis"]["equal_block_calls"] == {"block_calls": 90, "test_exact_accuracy": [0.1, 0.6]}
+    assert table["slow"]["to_reach_reference_final"]["block_call_ratio"] is None

@@ -112,3 +112,21 @@ def test_dry_run_with_slow_inference_votes_with_the_chunks_done(evaluation, tmp_
                     chunk_rows=4)
     assert 0 < report.chunks_done < report.chunks_total
     assert any("chunks predicted in time" in e for e in report.events)
+
+
+def test_a_dis_model_is_timed_by_its_block_calls(evaluation, capsys):
+    """Seed 001's DIS medium (T = 1, n = 2, 6 steps: 18 block calls an example pass) against
+    the paper TRM (T = 3, n = 4, 16 steps: 240): inference compute 240/18 times cheaper, a
+    training step (3 calls forward and backward against 15 forward and 5 backward: 9 against 25
+    call-forwards; embeddings-only, half the backward: 6 against 20) 23.75/8.25 at a quarter of
+    embeddings-only steps."""
+    from trm_kaggle.simulate import WORKER_START_S, dis_paper_config
+
+    workload, settings = Workload.hidden_from(evaluation), Settings(steps=15_000, batch_size=384, num_aug=512)
+    trm, dis = predict(L4, workload, settings), predict(L4, workload, settings, dis_paper_config())
+    assert (trm.phases["inference"] - WORKER_START_S) / (dis.phases["inference"] - WORKER_START_S) == \
+        pytest.approx(240 / 18, rel=1e-3)
+    assert trm.phases["finetune"] / dis.phases["finetune"] == pytest.approx(23.75 / 8.25, rel=1e-3)
+    assert main(["--objective", "dis", "--steps", "100"]) == 0
+    assert "model: objective dis, hidden 512 × 2 layers, 6 ACT steps × 1 H × (2 L + 1): 3 block calls per " \
+           "training step, 18 per example pass" in capsys.readouterr().out

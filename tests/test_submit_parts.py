@@ -141,10 +141,11 @@ def test_the_packages_fine_tune_recipe_applies_unless_given_explicitly(bundle, t
     from trm_kaggle.package import FINETUNE_RECIPE
 
     recipe = yaml.safe_load((bundle / "model" / "config.yaml").read_text())
-    assert recipe["finetune"] == FINETUNE_RECIPE and recipe["model"]["hidden_size"] == TINY_MODEL["hidden_size"]
-    assert list(FINETUNE_RECIPE) == list(FINETUNE_KEYS)  # every setting trm-submit takes from a package
+    written = FINETUNE_RECIPE | {"objective": "trm"}  # a TRM package fine-tunes as a TRM
+    assert recipe["finetune"] == written and recipe["model"]["hidden_size"] == TINY_MODEL["hidden_size"]
+    assert list(written) == list(FINETUNE_KEYS)  # every setting trm-submit takes from a package
     packaged = with_package_defaults(SubmitOptions(out=tmp_path / "s.json"), recipe["finetune"])
-    assert {k: getattr(packaged, k) for k in FINETUNE_KEYS} == FINETUNE_RECIPE
+    assert {k: getattr(packaged, k) for k in FINETUNE_KEYS} == written
     recipe["finetune"] |= {"lr": 5e-4, "mode": "full"}
     given = SubmitOptions(out=tmp_path / "s.json", mode="lora")
     merged = with_package_defaults(given, paths.package_finetune(bundle / "model") | recipe["finetune"])

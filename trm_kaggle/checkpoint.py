@@ -371,12 +371,24 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 ARCH_FIELDS_IGNORED = {"num_puzzle_identifiers", "forward_dtype", "halt_exploration_prob"}  # not the architecture
 
 
-def check_same_architecture(model: TRM, ckpt: Checkpoint) -> None:
+# What a TRM checkpoint may differ in when it starts a DIS model (init_from, trm-submit
+# --objective dis): the objective and its steps; the recursion (cycles) and shapes must match.
+TRM_TO_DIS_FIELDS = {"objective", "dis_token_input", "halt_max_steps"}
+STEP_EMBEDDING = "step_emb.embedding_weight"
+
+
+def starts_dis_from_trm(model: TRM, ckpt: Checkpoint) -> bool:
+    return model.config.objective == "dis" and ckpt.config.objective == "trm"
+
+
+def check_same_architecture(model: TRM, ckpt: Checkpoint, allow_trm_to_dis: bool = False) -> None:
     """A checkpoint used to start a run must be the run's architecture, behaviour included
-    (cycles, halting), not just shape-compatible."""
+    (cycles, halting), not just shape-compatible. With `allow_trm_to_dis`, a TRM checkpoint
+    may start a DIS model (TRM_TO_DIS_FIELDS may differ)."""
     ours, theirs = model.config.model_dump(), ckpt.config.model_dump()
-    for key in ours:
-        if key in ARCH_FIELDS_IGNORED or ours[key] == theirs[key]:
+    allowed = TRM_TO_DIS_FIELDS if allow_trm_to_dis and starts_dis_from_trm(model, ckpt) else set()
+    for key in sorted(ours, key=lambda k: k != "objective"):  # a different objective explains the rest
+        if key in ARCH_FIELDS_IGNORED or key in allowed or ours[key] == theirs[key]:
             continue
         if key in DATASET_FIELDS:
             raise UserError(f"{ckpt.source}: was trained on data with {key} {theirs[key]}, this dataset's is "
@@ -398,11 +410,16 @@ def init_from_checkpoint(model: TRM, ckpt: Checkpoint, identifiers: list[str], n
     per-dimension mean and std). Returns (rows copied, rows initialised), the blank row
     aside. A table without row names (see `name_rows`) is a UserError, unless `unnamed_rows`
     is "fresh": then no row is copied and every row starts from the table's statistics
-    (trm-submit: hidden tasks are new, no row could match them anyway)."""
+    (trm-submit: hidden tasks are new, no row could match them anyway).
+
+    A TRM checkpoint may start a DIS model of the same recursion (seed 001): its step
+    embedding starts at zero, so that step 1 computes what the TRM's first step did."""
     if unnamed_rows != "fresh":
         name_rows(ckpt)
-    check_same_architecture(model, ckpt)
+    check_same_architecture(model, ckpt, allow_trm_to_dis=True)
     state = dict(ckpt.state_dict)
+    if starts_dis_from_trm(model, ckpt):
+        state[STEP_EMBEDDING] = torch.zeros_like(model.step_emb.embedding_weight)
     table = state.pop(TABLE, None)
     state[TABLE] = model.puzzle_emb.weights
     load_weights(model, state, ckpt.source)

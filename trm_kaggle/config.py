@@ -51,6 +51,8 @@ class _Architecture(Frozen):
         if self.puzzle_emb_ndim > self.puzzle_tokens * self.hidden_size:
             raise ValueError(f"puzzle_emb_ndim {self.puzzle_emb_ndim} does not fit in "
                              f"{self.puzzle_tokens} tokens of {self.hidden_size}")
+        if self.dis_token_input != "input" and self.objective != "dis":
+            raise ValueError(f"dis_token_input {self.dis_token_input} needs objective dis")
         return self
 
 
@@ -92,6 +94,10 @@ class ModelConfig(_Architecture):
     """Training: the chance that a sequence must first reach a random step in 2..halt_max_steps before it may halt."""
     forward_dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
     """Activations' dtype (weights stay float32)."""
+    objective: Literal["trm", "dis"] = "trm"
+    """trm: ACT with a learned halting head, every step supervised with the answer; dis: Deep Improvement Supervision (seed 001) - halt_max_steps = N_sup fixed steps, a step-index embedding, step s supervised with an intermediate target (see `dis`)."""
+    dis_token_input: Literal["input", "previous"] = "input"
+    """objective dis: the token input of steps 2..N_sup - the original input (the paper) or the previous step's argmax prediction (the DIS code)."""
 
 TINY_MODEL = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=1, expansion=2.0, puzzle_emb_ndim=32,
                   puzzle_emb_len=1, halt_max_steps=2, forward_dtype="float32")
@@ -158,6 +164,33 @@ ArchConfig = create_model(
     | {"forward_dtype": (Literal["auto", "bfloat16", "float32", "float16"],
                          Field("auto", description="Activations' dtype; auto: bfloat16 on GPU, float32 on the CPU."))})
 ArchConfig.__doc__ = "trm-pretrain's arch: ModelConfig without num_puzzle_identifiers, vocab_size and seq_len."
+
+
+class DISConfig(Frozen):
+    """Deep Improvement Supervision's training targets (seed 001, METHODS.md §1), used when
+    arch.objective is dis: step s of N_sup is supervised with frame s of a path from the
+    input (frame 0) to the label (frame N_sup)."""
+
+    targets: Literal["path", "masking"] = "path"
+    """path (the DIS code): frame s holds the label at the first ⌊s·|D|/N_sup⌋ positions of a random order of the positions D where input and label differ, the input elsewhere; masking (the paper's text): those same positions hold the label, the rest of D is not supervised (a mask rate falling linearly to 0)."""
+    step_weights: Literal["linear", "uniform"] = "linear"
+    """Each step's loss weight: linear (the paper: 2s/(N_sup + 1), mean 1) or uniform (the code: 1)."""
+
+
+class DistillConfig(Frozen):
+    """TRM-Planner's Stage II (seed 000, METHODS.md §2): the TRM loss plus w·L_distill against
+    entries of a trm-teacher-cache, at every ACT step, on supervised positions only."""
+
+    cache: str | None = None
+    """A trm-teacher-cache directory built from this run's dataset; None: no distillation."""
+    weight: float = Field(0.25, ge=0)
+    """w: the distillation term's weight."""
+    mode: Literal["hard", "soft"] = "hard"
+    """hard: stablemax CE against the teacher's tokens; soft: T²·KL(StableMax(teacher/T) ‖ StableMax(student/T)) (needs a cache with logits)."""
+    temperature: float = Field(1.0, gt=0)
+    """T of soft distillation."""
+    quality: float = Field(0.5, ge=0)
+    """q: only entries whose teacher loss ℓ ≤ q are eligible; an example without one is not distilled."""
 
 
 class WandbConfig(Frozen):
@@ -247,5 +280,9 @@ class PretrainConfig(OptimConfig):
     """Log (stdout, metrics.jsonl, W&B) every N steps."""
     arch: ArchConfig = ArchConfig()
     """The TRM's architecture (ModelConfig without the dataset's fields)."""
+    dis: DISConfig = DISConfig()
+    """Deep Improvement Supervision's targets and step weights (with arch.objective=dis)."""
+    distill: DistillConfig = DistillConfig()
+    """Distillation from a trm-teacher-cache (distill.cache=DIR); init_from defaults to its teacher."""
     wandb: WandbConfig = WandbConfig()
     """Weights & Biases logging (off by default)."""

@@ -40,6 +40,7 @@ from trm_kaggle.stages import step, tool
 FAMILIES = "synthetic:recolour,shift"
 TRAIN_TASKS, EVAL_TASKS, HELD_OUT, NUM_AUG = 200, 40, 16, 8
 PRETRAIN_STEPS = 3000
+PRESET = "synthetic_cpu"
 # Fine-tuning as trm-submit does it on Kaggle, at this model's size: the package's recipe (ARC
 # Prize 2025: embeddings only for the first quarter, trunk lr 2e-4) with a fixed step count and
 # the puzzle-embedding lr of pretraining (0.1, synthetic_cpu's): at the recipe's 2e-2 and 200
@@ -84,7 +85,7 @@ class Score:
         return f"{self.correct}/{self.total} ({self.value:.3f})"
 
 
-def prepare(out: Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> tuple[Path, Path]:
+def prepare(out: Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS, preset: str = PRESET) -> tuple[Path, Path]:
     """Build, pretrain and package under `out`; returns (bundle, held-out dir)."""
     for stale in ("data", "pretrain", "bundle", "submit"):
         shutil.rmtree(out / stale, ignore_errors=True)
@@ -93,8 +94,8 @@ def prepare(out: Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> t
         str(EVAL_TASKS), "--holdout", str(HELD_OUT), "--holdout-seed", str(seed), "--num-aug", str(NUM_AUG),
         "--seed", str(seed),
         "--out", str(out / "data"), "--quiet"])
-    step("held-out check: pretrain a tiny TRM on the other tasks", [
-        tool("trm-pretrain"), "preset=synthetic_cpu", f"data_path={out / 'data'}", f"run_dir={out / 'pretrain'}",
+    step(f"held-out check: pretrain a tiny TRM ({preset}) on the other tasks", [
+        tool("trm-pretrain"), f"preset={preset}", f"data_path={out / 'data'}", f"run_dir={out / 'pretrain'}",
         f"max_steps={pretrain_steps}", f"seed={seed}", "log_every_steps=500"])
     step("held-out check: package it", [
         tool("trm-package"), "--ckpt", str(out / "pretrain" / f"step_{pretrain_steps}"), "--out", str(out / "bundle"),
@@ -116,14 +117,16 @@ def submit_and_score(out: Path, bundle: Path, held_out: Path, variant: Variant) 
     return Score(scored["correct"], scored["total"])
 
 
-def run_check(out: Path, controls: bool = False, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> dict[str, Score]:
+def run_check(out: Path, controls: bool = False, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS,
+              preset: str = PRESET) -> dict[str, Score]:
     """The real path's score on the held-out tasks and, with `controls`, each control's; also
-    written to OUT/scores.json with the settings and the seconds the check took."""
+    written to OUT/scores.json with the settings and the seconds the check took. A DIS preset
+    (synthetic_dis) pretrains with DIS, and its package fine-tunes with DIS."""
     start = time.time()
-    bundle, held_out = prepare(out, seed, pretrain_steps)
+    bundle, held_out = prepare(out, seed, pretrain_steps, preset)
     scores = {v.name: submit_and_score(out, bundle, held_out, v) for v in (REAL, *(CONTROLS if controls else ()))}
     record = {"families": FAMILIES, "tasks": TRAIN_TASKS + EVAL_TASKS, "held_out": HELD_OUT, "num_aug": NUM_AUG,
-              "seed": seed, "pretrain_steps": pretrain_steps, "submit": SUBMIT,
+              "seed": seed, "preset": preset, "pretrain_steps": pretrain_steps, "submit": SUBMIT,
               "seconds": round(time.time() - start, 1), "scores": {k: vars(v) for k, v in scores.items()}}
     (out / "scores.json").write_text(json.dumps(record, indent=2))
     return scores
@@ -146,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--controls", action="store_true", help="also submit the three negative controls")
     p.add_argument("--seed", type=int, default=0, help="the tasks', the pretraining's and the held-out choice's")
     p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS)
+    p.add_argument("--preset", default=PRESET, help="the pretraining preset (synthetic_dis: the DIS objective)")
     args = p.parse_args(argv)
     start = time.time()
-    scores = run_check(args.out, args.controls, args.seed, args.pretrain_steps)
+    scores = run_check(args.out, args.controls, args.seed, args.pretrain_steps, args.preset)
     print(f"\nheld-out check finished in {time.time() - start:.0f} s")
     for name, score in scores.items():
         print(f"held-out score, {name}: {score}")

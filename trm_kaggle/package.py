@@ -38,6 +38,7 @@ DEFAULT_RUNS_DIR = Path("runs")
 # "Post-training recipe"), written out here rather than read back from trm-submit's current
 # defaults, so that a package states what it was packaged for whatever those defaults become.
 # Units: max_steps and lr_warmup_steps in optimizer steps, batch_size global over all devices.
+# The last key, `objective`, is the packaged model's own (a DIS model fine-tunes with DIS).
 FINETUNE_RECIPE = {"mode": "emb_first_quarter", "num_aug": 512, "max_steps": 15_000, "batch_size": 384,
                    "lr": 2e-4, "puzzle_emb_lr": 2e-2, "weight_decay": 0.1, "puzzle_emb_weight_decay": 0.1,
                    "beta1": 0.9, "beta2": 0.95, "lr_warmup_steps": 200, "lr_min_ratio": 1.0, "ema_rate": 0.999,
@@ -114,7 +115,9 @@ def export_model(ckpt_path: Path, out: Path, keep_embeddings: bool = False,
     meta = {"source": str(ckpt_path.resolve()), "source_sha256": sha256_file(source_file),
             "source_step": ckpt.step, "ema": ema, "package_version": __version__,
             "date": datetime.date.today().isoformat()}
-    recipe = yaml.safe_dump({"model": ckpt.config.model_dump(), "finetune": FINETUNE_RECIPE}, sort_keys=False)
+    # The model's objective is the one it fine-tunes with (a DIS model with DIS, seed 001).
+    finetune = FINETUNE_RECIPE | {"objective": ckpt.config.objective}
+    recipe = yaml.safe_dump({"model": ckpt.config.model_dump(), "finetune": finetune}, sort_keys=False)
     save_state(out, ckpt.config, state, ckpt.identifiers if keep_embeddings else None, ckpt.step,
                torch_files=torch_files, extra_files={"config.yaml": recipe.encode()}, meta=meta)
     size = sum(f.stat().st_size for f in out.iterdir())

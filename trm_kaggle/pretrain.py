@@ -9,7 +9,6 @@ carry: a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from trm_kaggle.evaluate import Scores, dataset_kind, score, scores_step_by_step
 from trm_kaggle.inference import Predictions, predict
 from trm_kaggle.losses import is_loss_sum
 from trm_kaggle.model import TRM, flops_per_example
+from trm_kaggle.planner.distill import Distiller
 from trm_kaggle.run_dir import MetricsLog, latest_checkpoint, prune
 from trm_kaggle.train import Schedule, build_train_step
 
@@ -53,13 +53,17 @@ class PretrainRun:
             1, config.epochs * self.sampler.examples_per_epoch // config.global_batch_size)
         self.stop_step = min(self.total_steps, config.max_steps or self.total_steps)
         resume_from = self.find_resume_point()
+        self.distiller = Distiller.of(config.distill, self.data, self.model_config.vocab_size) \
+            if config.distill.cache else None
         torch.manual_seed(config.seed)
         self.model = TRM(self.model_config)
-        if resume_from is None and config.init_from:
-            self.initialise_from(Path(config.init_from))
+        init_from = config.init_from or (self.distiller.entries.teacher if self.distiller else None)
+        if resume_from is None and init_from:  # a student starts from its teacher unless told otherwise
+            self.initialise_from(Path(init_from))
         self.model.to(world.device)
         self.step_fn = build_train_step(self.model, self.schedule(), config.global_batch_size, world, seed=config.seed,
-                                        ema_rate=config.ema_rate if config.ema else None, compile=config.compile)
+                                        ema_rate=config.ema_rate if config.ema else None, compile=config.compile,
+                                        dis=config.dis, distiller=self.distiller)
         self.elapsed = 0.0
         self.resumed_from = resume_from
         if resume_from is not None:

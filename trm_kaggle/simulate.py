@@ -30,7 +30,7 @@ from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.errors import UserError
 from trm_kaggle.hardware import PEAK_BF16_TFLOPS, PEAK_FP16_TFLOPS
-from trm_kaggle.model import flops_per_example
+from trm_kaggle.model import block_calls, flops_per_example
 
 HIDDEN_TASKS = 240
 EVALUATION_CELLS_PER_TASK = 1882   # demonstration cells per task, ARC evaluation (KAGGLE.md)
@@ -122,6 +122,14 @@ def paper_config() -> ModelConfig:
     return ModelConfig(**arc_shape(2).model_dump())
 
 
+def dis_paper_config() -> ModelConfig:
+    """Seed 001's DIS medium on ARC: the arc2_dis preset's architecture."""
+    from trm_kaggle.cli.pretrain import load_config
+
+    arch = load_config(["preset=arc2_dis", "data_path=-", "run_dir=-"]).arch
+    return arch.to_model_config(arc_shape(2), cuda=True)
+
+
 @dataclass(frozen=True)
 class StepCosts:
     """Seconds on the profile, all devices together."""
@@ -147,6 +155,7 @@ class Prediction:
     profile: Profile
     workload: Workload
     settings: Settings
+    config: ModelConfig
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -185,7 +194,17 @@ def predict(profile: Profile, workload: Workload, settings: Settings,
         "voting": predictions * VOTE_S_PER_PREDICTION * workload.cell_scale,
         "writing": settings.submission_writes * WRITE_S,
     }
-    return Prediction(phases, settings.budget_s, settings.margin_minutes * 60, profile, workload, settings)
+    return Prediction(phases, settings.budget_s, settings.margin_minutes * 60, profile, workload, settings, config)
+
+
+def model_line(config: ModelConfig) -> str:
+    """The model timed, in block calls (one call of the shared network f) and GFLOP per example."""
+    per_step, per_pass = block_calls(config)
+    train, forward = flops_per_example(config)
+    return (f"model: objective {config.objective}, hidden {config.hidden_size} × {config.L_layers} layers, "
+            f"{config.halt_max_steps} ACT steps × {config.H_cycles} H × ({config.L_cycles} L + 1): {per_step} block "
+            f"calls per training step, {per_pass} per example pass; {train / 1e9:.0f} GFLOP per training step, "
+            f"{forward / 1e9:.0f} per ACT step forward, per example")
 
 
 def report_lines(p: Prediction) -> list[str]:
@@ -197,6 +216,7 @@ def report_lines(p: Prediction) -> list[str]:
         f"{w.cells_per_task:.0f} demo cells/task (×{w.cell_scale:.2f} scaling), from {w.source}",
         f"settings: {s.steps} steps × batch {s.batch_size} ({s.embeddings_only_fraction:.0%} embeddings only), "
         f"{s.num_aug} augmentations",
+        model_line(p.config),
         f"{'phase':<16} {'predicted s':>12} {'h':>7} {'budget':>7}",
     ]
     for name, seconds in p.phases.items():

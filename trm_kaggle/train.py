@@ -14,17 +14,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.distributed as dist
 
 from trm_kaggle import distributed
-from trm_kaggle.config import OptimConfig
+from trm_kaggle.config import DISConfig, OptimConfig
+from trm_kaggle.dis import ImprovementTargets
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.losses import ACTLoss
 from trm_kaggle.model import TRM, Batch, Carry
 from trm_kaggle.optim import EMA, AdamATan2, SignSGDEmbedding, set_lr
+
+if TYPE_CHECKING:
+    from trm_kaggle.planner.distill import Distiller
 
 CARRY_FIELDS = ("z_H", "z_L", "steps", "halted")
 STREAM_STRIDE = 0x9E3779B97F4A7C15  # separates the random streams of one step (golden ratio · 2^64)
@@ -91,6 +95,8 @@ class TrainStep:
         compiled forward). Trunk gradients only with `train_trunk`, as a real step."""
         self.model.train()
         self.freeze_trunk(not train_trunk)
+        if self.extras is not None:  # reads the step only: no state changes
+            batch = self.extras(self, batch)
         self.forward_backward(self.carry or self.model.initial_carry(batch), batch)
         self.trunk.zero_grad(set_to_none=True)
         self.embeddings.zero_grad()
@@ -254,15 +260,38 @@ class TrainStep:
 
 def build_train_step(model: TRM, schedule: Schedule, global_batch_size: int, world: distributed.Dist, *,
                      seed: int = 0, ema_rate: float | None = None, compile: bool = False,
-                     before_forward: Callable[[int], None] | None = None) -> TrainStep:
+                     before_forward: Callable[[int], None] | None = None,
+                     dis: DISConfig | None = None, distiller: "Distiller | None" = None) -> TrainStep:
     """The one way pretraining and test-time fine-tuning set up training: `model` (on
     `world.device`, with what should train already `requires_grad`) → EMA of those weights
     (`ema_rate`; None: no EMA) → torch.compile on CUDA (`compile`) → a TrainStep for this
-    rank's slice of each global batch."""
+    rank's slice of each global batch, with the loss of the model's objective: TRM's, or for a
+    DIS model improvement targets (`dis`'s settings, default DISConfig()) and their orders
+    drawn as each example enters the carry; with a `distiller` (TRM-Planner Stage II) plus the
+    distillation term against the teacher entry each example carries."""
     ema = EMA(model, ema_rate) if ema_rate is not None else None
     compiled = torch.compile(model) if compile and world.device.type == "cuda" else None
-    return TrainStep(model, schedule, global_batch_size, ema, seed, world.rank, compiled,
+    step = TrainStep(model, schedule, global_batch_size, ema, seed, world.rank, compiled,
                      before_forward=before_forward)
+    extras, targets = [], None
+    if model.config.objective == "dis":
+        targets = ImprovementTargets.of(dis or DISConfig(), model.config.halt_max_steps)
+        extras.append(targets.add_orders)
+    if distiller is not None:
+        extras.append(distiller.add_entries)
+    step.loss = ACTLoss(improvement=targets, distillation=distiller.term if distiller else None)
+    if extras:
+        step.extras = chain_extras(extras)
+    return step
+
+
+def chain_extras(extras: list[Callable[[TrainStep, Batch], Batch]]) -> Callable[[TrainStep, Batch], Batch]:
+    """One `extras` hook that applies each in turn (each adds its own keys)."""
+    def added(step: TrainStep, batch: Batch) -> Batch:
+        for extra in extras:
+            batch = extra(step, batch)
+        return batch
+    return added
 
 
 def map_carry(carry: Carry, fn: Callable[[torch.Tensor], torch.Tensor]) -> Carry:

@@ -28,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--challenges", type=Path, help="challenges JSON the hidden set is scaled from (default: "
                                                     "ARC-AGI-2 evaluation's shape)")
     p.add_argument("--model", type=Path, help="a packaged model whose architecture to time (default: the paper's)")
+    p.add_argument("--objective", choices=["trm", "dis"],
+                   help="time fine-tuning with this objective: dis without --model times the arc2_dis preset's "
+                        "architecture (seed 001's DIS medium); default: the model's (the paper TRM)")
     p.add_argument("--steps", type=int, default=15_000)
     p.add_argument("--batch-size", type=int, default=384)
     p.add_argument("--num-aug", type=int, default=512)
@@ -51,14 +54,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def model_config(args: argparse.Namespace):
-    from trm_kaggle.simulate import paper_config
+    """The architecture to time: --model's, else the paper TRM's or (--objective dis) the
+    arc2_dis preset's; a TRM model timed with --objective dis keeps its recursion, as
+    trm-submit --objective dis fine-tunes it."""
+    from trm_kaggle.simulate import dis_paper_config, paper_config
 
     if args.model is None:
-        return paper_config()
+        return dis_paper_config() if args.objective == "dis" else paper_config()
     from trm_kaggle.checkpoint import load_checkpoint
+    from trm_kaggle.errors import UserError
     from trm_kaggle.kaggle.paths import resolve_model
 
-    return load_checkpoint(resolve_model(args.model, args.dry_run_dir)).config
+    config = load_checkpoint(resolve_model(args.model, args.dry_run_dir)).config
+    if config.objective == "dis" and args.objective == "trm":
+        raise UserError(f"{args.model}: a DIS model fine-tunes with DIS only (leave --objective out)")
+    return config.model_copy(update={"objective": args.objective or config.objective})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-aug", type=int, help="augmentations voted per test input (default 512*)")
     p.add_argument("--mode", help="fine-tuning mode (default emb_first_quarter*)",
                    choices=["full", "emb_only", "emb_first_quarter", "emb_first_half", "lora"])
+    p.add_argument("--objective", choices=["trm", "dis"],
+                   help="fine-tuning objective: trm, or dis (Deep Improvement Supervision) (default: the model's*)")
     p.add_argument("--steps", type=steps_value, default="auto", help="fine-tune steps, or auto (fit the budget)")
     p.add_argument("--max-steps", type=int, help="the most steps auto chooses (default 15000*)")
     p.add_argument("--batch-size", type=int, help="global fine-tune batch (default 384*)")

@@ -41,10 +41,12 @@ PROBES = 2  # timed repetitions per warm-up measurement, after one untimed
 
 def build_model(spec: WorkerSpec, device: torch.device, identifiers: list[str]) -> TRM:
     """The packaged trunk with one embedding row per variant of the hidden tasks (rows the
-    package lacks start from its statistics), in bf16 on a GPU, float32 on the CPU."""
+    package lacks start from its statistics), in bf16 on a GPU, float32 on the CPU, trained
+    with the options' objective (a TRM package fine-tuned with DIS gets a zero step embedding)."""
     ckpt = load_checkpoint(spec.model_dir)
     dtype = default_dtype(device)
-    config = ckpt.config.model_copy(update={"num_puzzle_identifiers": len(identifiers), "forward_dtype": dtype})
+    config = ckpt.config.model_copy(update={"num_puzzle_identifiers": len(identifiers), "forward_dtype": dtype,
+                                            "objective": spec.options.objective or ckpt.config.objective})
     torch.manual_seed(spec.options.seed)
     model = TRM(config)
     if ckpt.has_unnamed_rows:

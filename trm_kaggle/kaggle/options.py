@@ -22,7 +22,8 @@ EMBEDDINGS_ONLY_FRACTION = {"full": 0.0, "emb_only": 1.0, "emb_first_quarter": 0
 
 # The fine-tuning recipe a package carries (config.yaml's `finetune:`): trm-submit takes each
 # from the package unless it is given explicitly.
-FINETUNE_KEYS = ("mode", "num_aug", "max_steps", "batch_size", *OptimConfig.model_fields, "lora_rank", "new_rows")
+FINETUNE_KEYS = ("mode", "num_aug", "max_steps", "batch_size", *OptimConfig.model_fields, "lora_rank", "new_rows",
+                 "objective")
 RENAMED_KEYS = {"warmup_steps": "lr_warmup_steps"}  # in packages made before the rename (one name with trm-pretrain)
 
 
@@ -91,6 +92,8 @@ class SubmitOptions(FinetuneOptim):
     """Wall time (s since the epoch) the budget counts from (the notebook's first cell)."""
     num_aug: int = Field(512, ge=0)
     """Variants voted per test input, besides the original."""
+    objective: Literal["trm", "dis"] | None = None
+    """Fine-tuning objective: trm, or dis (Deep Improvement Supervision: a TRM package gets a zero step embedding); None: the model's own."""
     mode: Mode = "emb_first_quarter"
     """Fine-tuning mode: full, emb_only, emb_first_quarter, emb_first_half (embeddings alone for that share of the steps, then everything) or lora."""
     steps: int | Literal["auto"] = "auto"

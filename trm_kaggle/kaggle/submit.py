@@ -31,6 +31,7 @@ from pathlib import Path
 from trm_kaggle.arc import Task, load_challenges
 from trm_kaggle.augment import canvas_side
 from trm_kaggle.checkpoint import read_model_config
+from trm_kaggle.config import ModelConfig
 from trm_kaggle.dataset.build import BuildOptions, build_dataset, oversized_grid
 from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.errors import UserError
@@ -147,6 +148,7 @@ class SubmitRun:
             paths.find_model(o.input_root, self.scratch)
         recipe = paths.package_finetune(self.model_dir)
         self.options = o = shortened(with_package_defaults(o, recipe, f"{self.model_dir / 'config.yaml'} finetune"))
+        check_objective(o, read_model_config(self.model_dir), self.model_dir)
         if o.short:
             log.info("short run (not the scoring rerun): budget %.2f h, %d augmentations, at most %d fine-tune steps",
                      o.budget_hours_used, o.num_aug, o.max_steps)
@@ -362,6 +364,16 @@ class SubmitRun:
             log.error("inference failed; the last written submission stands:\n%s", traceback.format_exc())
         self.phase_done("inference")
         return self.report
+
+
+def check_objective(options: SubmitOptions, model: ModelConfig, model_dir: Path) -> None:
+    """A DIS model fine-tunes with DIS only: its step embedding has no TRM counterpart. A TRM
+    model may fine-tune with either (DIS adds a zero step embedding: step 1 starts as the TRM)."""
+    if model.objective == "dis" and options.objective == "trm":
+        raise UserError(f"{model_dir}: a DIS model (objective dis) cannot fine-tune with --objective trm; "
+                        "leave --objective out or give dis")
+    log.info("fine-tuning objective %s (%d ACT steps, %d H x %d L cycles)", options.objective or model.objective,
+             model.halt_max_steps, model.H_cycles, model.L_cycles)
 
 
 def setup_logging() -> None:
