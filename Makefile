@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 DEMO_DIR ?= runs/demo
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test test-compat demo bench clean
+.PHONY: test test-compat demo bench clean pretrain-lock
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test-compat:
 	PIP_CONSTRAINT= $(COMPAT_VENV)/bin/pip install -q -e '.[dev]' "torch==$(TORCH)" $(if $(NUMPY),"numpy==$(NUMPY)")
 	$(COMPAT_VENV)/bin/python -c "import sys, torch, numpy; print('compat: python', sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__)"
 	$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
+
+# The pretraining image's locked packages (pretrain/Dockerfile), for CPython 3.11 on manylinux
+# x86_64, with every file's SHA-256. Re-run after changing pretrain/requirements.in.
+pretrain-lock: $(INSTALLED)
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pretrain/requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--generate-hashes --custom-compile-command "make pretrain-lock" -o pretrain/requirements.lock
 
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/build_data.py

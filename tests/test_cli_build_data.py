@@ -154,3 +154,27 @@ def test_the_console_script_reports_without_traceback_and_builds(tmp_path):
     assert (tmp_path / "out" / "train" / "all__inputs.npy").is_file()
     nested = subprocess.run(cmd + build_args(tmp_path / "p", tmp_path / "new" / "dir"), capture_output=True)
     assert nested.returncode == 0 and (tmp_path / "new" / "dir" / "identifiers.json").is_file()
+
+
+def test_reuse_keeps_a_dataset_built_from_the_same_recipe_and_rebuilds_another(tmp_path, capsys):
+    from conftest import ARC_MINI
+    out = tmp_path / "data"
+    argv = ["--source", str(ARC_MINI), "--subsets", "mini_train,mini_eval", "--test-set", "mini_eval",
+            "--num-aug", "2", "--out", str(out), "--reuse", "--quiet"]
+    assert main(argv) == 0 and "nothing built" not in capsys.readouterr().out  # missing: built
+    first = (out / "identifiers.json").stat()
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "up to date" in said and "nothing built" in said
+    assert (out / "identifiers.json").stat().st_ino == first.st_ino  # not rewritten
+    assert main(argv[:-4] + ["--out", str(out), "--quiet"]) == 2  # without --reuse: refused
+    capsys.readouterr()
+    argv[argv.index("--num-aug") + 1] = "1"  # another recipe: rebuilt in place
+    assert main(argv) == 0 and "nothing built" not in capsys.readouterr().out
+    assert json.loads((out / "build.json").read_text())["num_aug"] == 1
+    assert (out / "identifiers.json").stat().st_ino != first.st_ino
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("not a dataset")
+    code, err = run([a if a != str(out) else str(foreign) for a in argv[:-1]], capsys)
+    assert code == 2 and "mine.txt" not in err and (foreign / "mine.txt").is_file()  # never replaced

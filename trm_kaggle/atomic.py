@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -23,14 +24,16 @@ def atomic_dir(out: Path, fsync: bool = False) -> Iterator[Path]:
     renamed directory of empty files)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    # host and pid: pods on a shared volume often run with the same pid
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    staging = out.parent / f".{out.name}.partial-{owner}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         yield staging
         if fsync:
             fsync_tree(staging)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        old = out.parent / f".{out.name}.old-{owner}"
         if out.exists():
             out.rename(old)
         staging.rename(out)

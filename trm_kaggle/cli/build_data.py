@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
                         "OUT/holdout/arc-agi_test_{challenges,solutions}.json, to simulate the competition")
     p.add_argument("--holdout-seed", type=int, default=0, help="which tasks --holdout takes (default 0)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists (only once the build succeeded)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep --out when its build.json records the same source (files' SHA-256), options and "
+                        "builder version; otherwise build and replace it (a cluster's init container)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         test_set=args.test_set, out=args.out, num_aug=1000 if args.num_aug is None else args.num_aug, seed=args.seed,
         translation=not args.no_translation, force=args.force, progress=not args.quiet,
         allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
-        holdout=args.holdout, holdout_seed=args.holdout_seed,
+        holdout=args.holdout, holdout_seed=args.holdout_seed, reuse=args.reuse,
         canvas=args.canvas if args.canvas is not None else synthetic.CANVAS if generated else CANVAS,
         generated_tasks=sizes)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
@@ -98,7 +101,8 @@ def build_generated(args: argparse.Namespace) -> int:
     arc_only = [flag for flag, given in (("--subsets", args.subsets), ("--test-set", args.test_set),
                                           ("--holdout", args.holdout), ("--no-translation", args.no_translation),
                                           ("--allow-overlap", args.allow_overlap), ("--canvas", args.canvas is not None),
-                                          ("--exclude-overlap-with", args.exclude_overlap_with)) if given]
+                                          ("--exclude-overlap-with", args.exclude_overlap_with),
+                                          ("--reuse", args.reuse)) if given]
     if arc_only:
         parser().error(f"{arc_only[0]}: an ARC option; --source {args.source} takes --train-size, --test-size, "
                        "--num-aug (sudoku), --seed, --out, --force")

