@@ -13,6 +13,7 @@ INSTALLED := $(VENV)/.installed
 .PHONY: test test-compat demo bench clean pretrain-lock
 
 $(INSTALLED): pyproject.toml
+	@echo "make: installing torch and trm-kaggle[dev] into $(VENV) (once; about a minute)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e '.[dev]'

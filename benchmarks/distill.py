@@ -25,7 +25,7 @@ import torch
 from trm_kaggle.distributed import Dist
 from trm_kaggle.planner.cache import CacheSettings, build_cache
 
-from learning import RESULTS, compare, curve, device_name, ensure_dataset, write_record
+from learning import add_run_arguments, compare, curve, device_name, ensure_dataset, write_record
 
 
 def main() -> None:
@@ -44,10 +44,7 @@ def main() -> None:
     p.add_argument("--mode", default="hard", choices=("hard", "soft"))
     p.add_argument("--weight", type=float, default=0.25)
     p.add_argument("--quality", type=float, default=0.5)
-    p.add_argument("--data", type=Path, help="dataset dir (default: data/<source>; built when missing)")
-    p.add_argument("--runs", type=Path, default=Path("runs/distill"))
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("overrides", nargs="*", help="trm-pretrain overrides for all three runs")
+    add_run_arguments(p, Path("runs/distill"))
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = ensure_dataset(args.source, args.data or Path("data") / args.source)

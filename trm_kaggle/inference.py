@@ -71,7 +71,8 @@ def predict(model: TRM, split: SplitArrays, batch_size: int, examples: np.ndarra
     remap = None if identifier_map is None else torch.from_numpy(identifier_map.astype(np.int64))
     parts = []
     chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
-    for chunk in tqdm(chunks, desc="eval", unit="batch", disable=not progress):
+    # disable=None: tqdm turns itself off when stderr is not a terminal (a log file, a pod)
+    for chunk in tqdm(chunks, desc="eval", unit="batch", disable=None if progress else True):
         batch = gather(split, puzzles, chunk)
         if remap is not None:
             batch["puzzle_identifiers"] = remap[batch["puzzle_identifiers"].long()].to(torch.int32)

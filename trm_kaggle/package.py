@@ -168,8 +168,14 @@ def write_manifest(out: Path) -> dict[str, dict]:
     return entries
 
 
-def write_dataset_files(out: Path, slug: str, export: ModelExport, step: int | None) -> None:
-    """dataset-metadata.json (kaggle CLI / KaggleApi) and the dataset page's README.md."""
+WHEELS_LINE = """- `wheels/`: every Python package the offline notebook installs (`pip install --no-index
+  --find-links wheels trm-kaggle`); torch comes with the Kaggle image.
+"""
+
+
+def write_dataset_files(out: Path, slug: str, export: ModelExport, step: int | None, with_wheels: bool = True) -> None:
+    """dataset-metadata.json (kaggle CLI / KaggleApi) and the dataset page's README.md,
+    which lists what the bundle holds (no `wheels/` line for a --no-wheels bundle)."""
     metadata = {"title": dataset_title(check_slug(slug), step), "id": slug,
                 "licenses": [{"name": "apache-2.0"}]}
     (out / "dataset-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
@@ -181,9 +187,7 @@ A Tiny Recursive Model for the ARC Prize, packaged by trm-kaggle {__version__} o
 {datetime.date.today().isoformat()} from `{export.source.name}`{' (EMA weights)' if export.ema else ''}.
 
 - `model/`: the model ({slim}); load it with `trm_kaggle.checkpoint.load_checkpoint`.
-- `wheels/`: every Python package the offline notebook installs (`pip install --no-index
-  --find-links wheels trm-kaggle`); torch comes with the Kaggle image.
-- `MANIFEST.json`: SHA-256 and size of every file.
+{WHEELS_LINE if with_wheels else ""}- `MANIFEST.json`: SHA-256 and size of every file.
 
 The notebook fine-tunes `model/` on the hidden tasks' demonstration pairs (new tasks' puzzle
 embeddings start from the statistics stored with it), then votes over augmentations.
@@ -208,6 +212,8 @@ class Bundle:
                 f"{', EMA' if self.export.ema else ''}; {len(self.wheels)} wheels {wheels / 1e6:.1f} MB"
                 + (f", {self.lock}" if self.lock else "") + ")"
                 + (f"; verified: trm-kaggle {self.verified}" if self.verified else "")
+                + ("; no wheels (--no-wheels): the notebook needs trm-kaggle installed some other way"
+                   if not self.wheels else "")
                 + (f"; canvas {self.export.canvas}x{self.export.canvas}: it answers only tasks whose grids fit it, "
                    "the others get the fallback"
                    if self.export.canvas < CANVAS else ""))
@@ -229,7 +235,7 @@ def build_bundle(ckpt: Path, out: Path, slug: str, python: str = "3.11", keep_em
     with atomic_dir(out) as staging:
         export = export_model(ckpt, staging / "model", keep_embeddings, identifiers)
         wheels = collect_wheels(python, staging / "wheels", update_lock, progress) if with_wheels else None
-        write_dataset_files(staging, slug, export, load_checkpoint(staging / "model").step)
+        write_dataset_files(staging, slug, export, load_checkpoint(staging / "model").step, with_wheels)
         refuse_credentials(staging)
         write_manifest(staging)
         verified = (verify_install(staging, python, verify_torch or DEFAULT_VERIFY_TORCH, progress)

@@ -68,7 +68,11 @@ class PretrainRun:
         self.resumed_from = resume_from
         if resume_from is not None:
             self.restore(resume_from)
+        elif config.resume:  # a typo in run_dir must not restart a rented run from scratch unnoticed
+            self.log(f"resume=true: no complete checkpoint (step_N/ with meta.json) in {self.run_dir.resolve()}: "
+                     "starting at step 0")
         self.stop_requested = False
+        self.stopped_early = False  # SIGTERM stopped it before its stop step (trm-pretrain exits 75)
         self.metrics = MetricsLog(self.run_dir, self.start_wandb()) if world.is_main else None
 
     # ------------------------------------------------------------------------ set-up
@@ -147,7 +151,9 @@ class PretrainRun:
                      "nothing to train (raise max_steps or total_steps to continue)")
             return self.resumed_from
         self.log(f"training steps {self.step_fn.step} -> {self.stop_step} of {self.total_steps} "
-                 f"({self.sampler.examples_per_epoch} examples per epoch, global batch {self.config.global_batch_size}, "
+                 f"({self.sampler.examples_per_epoch} examples per epoch of {self.split.num_examples} training examples: "
+                 f"an epoch takes one example per group of a task's variants, as the original; "
+                 f"global batch {self.config.global_batch_size}, "
                  f"{self.world.world_size} rank(s), {self.model_config.forward_dtype})")
         previous = signal.signal(signal.SIGTERM, self.request_stop)
         saved, sums, window_start, window_steps = None, {}, time.perf_counter(), 0
@@ -169,7 +175,10 @@ class PretrainRun:
                 elif self.config.checkpoint_every_steps and self.step_fn.step % self.config.checkpoint_every_steps == 0:
                     saved = self.save()
                 if distributed.any_rank(self.stop_requested, self.world.device):
-                    self.log(f"stop requested (SIGTERM): checkpointing at step {self.step_fn.step}")
+                    self.stopped_early = self.step_fn.step < self.stop_step
+                    self.log(f"stop requested (SIGTERM): checkpointing at step {self.step_fn.step}"
+                             + (f" of {self.stop_step}; run the same command with resume=true to continue"
+                                if self.stopped_early else ""))
                     break
             return saved or self.save()
         finally:
@@ -311,11 +320,19 @@ def git_commit() -> str | None:
 
 
 def run_pretraining(config: PretrainConfig) -> Path | None:
+    """Train; the last checkpoint written (or resumed from, when nothing was left to do)."""
+    return pretrain(config)[0]
+
+
+def pretrain(config: PretrainConfig) -> tuple[Path | None, bool]:
+    """(last checkpoint, stopped early): whether a SIGTERM stopped every rank before the stop
+    step, so that a supervisor (a Kubernetes Job, a shell loop) starts it again."""
     world = distributed.setup()
     try:
-        last = PretrainRun(config, world).train()
+        run = PretrainRun(config, world)
+        last = run.train()
     except BaseException:
         distributed.teardown(wait_for_peers=False)
         raise
     distributed.teardown()
-    return last
+    return last, run.stopped_early

@@ -80,7 +80,7 @@ def hold(checkpoint: Path, who: str, refresh_seconds: float = 60.0) -> Iterator[
     directory: one of the two always sees the other)."""
     checkpoint = Path(checkpoint)
     if not is_complete(checkpoint):
-        raise UserError(f"{checkpoint}: not a complete checkpoint (step_N/ with its {META_FILE})")
+        raise UserError(f"{checkpoint}: not a complete checkpoint (step_N/ with a {META_FILE} of format {FORMAT})")
     path = hold_file(checkpoint, who)
     path.parent.mkdir(exist_ok=True)
     path.write_text(f"{who}\n")

@@ -55,6 +55,7 @@ class Profile:
     compile: bool = True
     source: str = "documented default"
     uncertainty: float = 0.3     # relative, ± on each compute phase
+    warning: str | None = None   # said in the prediction itself (table and JSON)
 
     def __post_init__(self) -> None:
         for name in ("train_efficiency", "infer_efficiency"):
@@ -130,6 +131,9 @@ def dis_paper_config() -> ModelConfig:
     return arch.to_model_config(arc_shape(2), cuda=True)
 
 
+COMPUTE_PHASES = ("finetune_warmup", "finetune", "inference")  # from FLOPs and efficiency: ±uncertainty
+
+
 @dataclass(frozen=True)
 class StepCosts:
     """Seconds on the profile, all devices together."""
@@ -157,20 +161,43 @@ class Prediction:
     settings: Settings
     config: ModelConfig
     notes: list[str] = field(default_factory=list)
+    step_s: float = 0.0          # one fine-tune step, all devices, mean over the embeddings-only share
+    outcome: dict | None = None  # the dry run's, when one ran (trm-simulate --dry-run)
 
     @property
     def total_s(self) -> float:
         return sum(self.phases.values())
 
+    def upper_s(self) -> float:
+        """The total with every compute phase at +uncertainty."""
+        return self.total_s + self.profile.uncertainty * sum(self.phases[name] for name in COMPUTE_PHASES)
+
     @property
     def fits(self) -> bool:
+        """Fits at the expected cost (fits_at_upper: still at +uncertainty)."""
         return self.total_s + self.margin_s <= self.budget_s
+
+    @property
+    def fits_at_upper(self) -> bool:
+        return self.upper_s() + self.margin_s <= self.budget_s
+
+    def steps_that_fit(self, upper: bool = False) -> int:
+        """The most fine-tune steps with which the run still ends inside the budget (at the
+        expected cost, or with the compute phases at +uncertainty)."""
+        scale = 1 + self.profile.uncertainty if upper else 1.0
+        rest = (self.upper_s() if upper else self.total_s) - self.phases["finetune"] * scale
+        free = self.budget_s - self.margin_s - rest
+        return max(0, math.floor(free / (self.step_s * scale))) if self.step_s > 0 else self.settings.steps
 
     def to_json(self) -> str:
         return json.dumps({"phases": {f"{k}_s": round(v, 1) for k, v in self.phases.items()},
                            "total_s": round(self.total_s, 1), "budget_s": self.budget_s,
                            "margin_s": self.margin_s, "fits": self.fits,
-                           "uncertainty": self.profile.uncertainty, "profile": self.profile.name})
+                           "total_s_upper": round(self.upper_s(), 1), "fits_at_upper": self.fits_at_upper,
+                           "steps": self.settings.steps, "steps_that_fit": self.steps_that_fit(),
+                           "steps_that_fit_upper": self.steps_that_fit(upper=True),
+                           "uncertainty": self.profile.uncertainty, "profile": self.profile.name,
+                           "warning": self.profile.warning, "dry_run": self.outcome})
 
 
 def predict(profile: Profile, workload: Workload, settings: Settings,
@@ -194,7 +221,9 @@ def predict(profile: Profile, workload: Workload, settings: Settings,
         "voting": predictions * VOTE_S_PER_PREDICTION * workload.cell_scale,
         "writing": settings.submission_writes * WRITE_S,
     }
-    return Prediction(phases, settings.budget_s, settings.margin_minutes * 60, profile, workload, settings, config)
+    step_s = (f * costs.embeddings_step + (1 - f) * costs.full_step)
+    return Prediction(phases, settings.budget_s, settings.margin_minutes * 60, profile, workload, settings, config,
+                      step_s=step_s)
 
 
 def model_line(config: ModelConfig) -> str:
@@ -221,27 +250,48 @@ def report_lines(p: Prediction) -> list[str]:
     ]
     for name, seconds in p.phases.items():
         lines.append(f"{name:<16} {seconds:>12.0f} {seconds / 3600:>7.2f} {seconds / p.budget_s:>7.1%}")
-    verdict = "fits" if p.fits else "does NOT fit"
     lines.append(f"{'total':<16} {p.total_s:>12.0f} {p.total_s / 3600:>7.2f} {p.total_s / p.budget_s:>7.1%}")
-    lines.append(f"{verdict}: {p.total_s / 3600:.2f} h + {p.margin_s / 60:.0f} min margin vs {p.budget_s / 3600:.1f} h "
-                 f"(compute phases ±{prof.uncertainty:.0%})")
-    return lines + p.notes
+    return lines + verdict_lines(p) + ([p.profile.warning] if p.profile.warning else []) + p.notes
+
+
+def verdict_lines(p: Prediction) -> list[str]:
+    """Fits or not at the expected cost, then at +uncertainty, and the steps that do fit."""
+    u, budget = p.profile.uncertainty, f"{p.budget_s / 3600:.1f} h"
+    expected = (f"{'fits' if p.fits else 'does NOT fit'} at the expected cost: {p.total_s / 3600:.2f} h + "
+                f"{p.margin_s / 60:.0f} min margin vs {budget}")
+    if not p.fits:
+        expected += f"; at most {p.steps_that_fit()} of the {p.settings.steps} steps fit"
+    upper = (f"at +{u:.0%} on the compute phases: {p.upper_s() / 3600:.2f} h, "
+             + ("still fits" if p.fits_at_upper else f"does NOT fit (at most {p.steps_that_fit(upper=True)} steps "
+                                                     "would); trm-submit's planner measures and shortens fine-tuning "
+                                                     "to fit, so the run ends on time with fewer steps"))
+    return [expected, upper]
 
 
 # ---------------------------------------------------------------------------- profiles from files
 
-def load_calibration(path: Path, target: Profile) -> Profile:
-    """The target's peak with the efficiencies measured by --calibrate (on this or another
-    device: then with a wider uncertainty, since efficiency does not transfer exactly)."""
+OTHER_DEVICE_WARNING = ("WARNING: a calibration from another kind of device: efficiency does not transfer "
+                        "(dtype, batch and kernels differ), so this prediction may be off by far more than ±50%")
+
+
+def load_calibration(path: Path, target: Profile, other_device: bool = False) -> Profile:
+    """The target's peak with the efficiencies measured by --calibrate on the same kind of
+    device (±10%). One measured on another kind (a CPU's float32 at batch 1 for an L4) is
+    refused unless `other_device`; then it applies with ±50% and OTHER_DEVICE_WARNING in the
+    prediction itself. UserError for an unreadable file or a refused calibration."""
     try:
         raw = json.loads(path.read_text())
         train, infer, device = float(raw["train_efficiency"]), float(raw["infer_efficiency"]), str(raw["device"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a calibration file ({type(exc).__name__}: {exc})") from None
     same = device == target.name
+    if not same and not other_device:
+        raise UserError(f"{path}: measured on {device}, not on {target.name}: an efficiency measured on one kind of "
+                        f"device does not predict another's; calibrate on {target.name}, or pass "
+                        "--calibration-from-other-device to apply it anyway (±50%)")
     return replace(target, train_efficiency=min(train, 1.0), infer_efficiency=min(infer, 1.0),
                    source=f"calibrated on {device} ({path})" + ("" if same else ", applied to another device"),
-                   uncertainty=0.1 if same else 0.5)
+                   uncertainty=0.1 if same else 0.5, warning=None if same else OTHER_DEVICE_WARNING)
 
 
 def profile_named(name: str) -> Profile:

@@ -188,6 +188,12 @@ def submission_text(submission: Any, expected: Expected | None = None) -> str:
     return json.dumps(to_json(_parsed_or_raise(submission, expected)), separators=(",", ":"))
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_submission(path: Path, submission: Any, expected: Expected | None = None) -> None:
     """Validate, then write atomically: a temporary file in the same directory, fsync'd, then
     renamed over `path`, so a crash or a full disk leaves the old file or none, never half a one.
@@ -202,6 +208,7 @@ def write_submission(path: Path, submission: Any, expected: Expected | None = No
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from a teammate
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -196,7 +196,7 @@ def collect_wheels(python: str, out: Path, update_lock: bool = False, progress: 
     # Offline when the cache already holds every locked wheel: nothing to resolve from the index.
     index = ["--no-index"] if locked and all((cache / e.wheel).is_file() for e in locked) else []
     out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=4, desc="wheels", unit="stage", disable=not progress) as stages:
+    with tqdm(total=4, desc="wheels", unit="stage", disable=None if progress else True) as stages:
         stages.set_postfix_str("building source-only wheels")
         for requirement in spec_lines("build-from-source.txt"):
             pip("wheel", "--no-deps", *index, *pins, "--find-links", str(cache), "-w", str(cache), requirement)
@@ -222,7 +222,7 @@ def download(python: str, cache: Path, out: Path, pin_args: list[str], lock: Pat
     """pip download straight into `out`, so `out` holds exactly the resolved set (pip copies
     what the cache has and fetches the rest); new files are then added to the cache."""
     expected = len(read_lock(lock)) if lock else None
-    with tqdm(total=expected, desc="download", unit="pkg", disable=not progress, leave=False) as bar:
+    with tqdm(total=expected, desc="download", unit="pkg", disable=None if progress else True, leave=False) as bar:
         try:
             pip("download", *target_args(python), *pin_args, "--find-links", str(cache), "-d", str(out),
                 "-r", str(SPEC_DIR / "requirements.txt"), bar=bar)
@@ -270,7 +270,9 @@ FORWARD_CHECK = (
     "state = dict(c.state_dict); state['puzzle_emb.weights'] = m.puzzle_emb.weights;"
     "m.load_state_dict(state); n = m.config.seq_len; b = {'inputs': torch.zeros(1, n, dtype=torch.int32),"
     "'labels': torch.zeros(1, n, dtype=torch.int32), 'puzzle_identifiers': torch.ones(1, dtype=torch.int32)};"
-    "carry, out = m(m.initial_carry(b), b); print(trm_kaggle.__version__, tuple(out['logits'].shape))")
+    "carry, out = m(m.initial_carry(b), b); s = tuple(out['logits'].shape);"
+    "print(f'{trm_kaggle.__version__} installed offline on torch {torch.__version__}, one forward pass gave "
+    "logits of shape {s} (batch, positions, vocabulary)')")
 
 
 def verify_install(bundle: Path, python: str, torch_spec: str = DEFAULT_VERIFY_TORCH, progress: bool = True) -> str:
@@ -283,7 +285,7 @@ def verify_install(bundle: Path, python: str, torch_spec: str = DEFAULT_VERIFY_T
         raise UserError(f"--verify: no python{python} on this machine to verify the bundle with")
     work = Path(tempfile.mkdtemp(prefix="trm-verify-"))
     try:
-        with tqdm(total=4, desc="verify", unit="stage", disable=not progress) as stages:
+        with tqdm(total=4, desc="verify", unit="stage", disable=None if progress else True) as stages:
             stages.set_postfix_str(f"python{python} venv")
             subprocess.run([interpreter, "-m", "venv", str(work / "venv")], check=True, capture_output=True)
             python_bin = str(work / "venv" / "bin" / "python")

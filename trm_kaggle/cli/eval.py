@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from trm_kaggle.checkpoint import load_checkpoint
-from trm_kaggle.cli.common import run_cli
+from trm_kaggle.cli.common import HelpFormatter, run_cli
 from trm_kaggle.evaluate import ARCVote, dataset_kind, evaluate, summary_lines, write_logits
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import build_submission
@@ -18,13 +18,13 @@ PROG = "trm-eval"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--ckpt", required=True, type=Path, help="step_N directory (ours) or original step_N file")
     p.add_argument("--data", required=True, type=Path, help="dataset directory (trm-build-data layout)")
-    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--split", default="test", choices=("test", "train"), help="which split of --data to evaluate")
     p.add_argument("--limit", type=int, help="only the first N examples")
     p.add_argument("--num-aug", type=int, help="vote over the original plus the first K variants per task")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
     p.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="forward dtype (default: the checkpoint's on GPU, float32 on CPU)")
     p.add_argument("--submission", type=Path, help="write a complete submission.json here (ARC test split)")

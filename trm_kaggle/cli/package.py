@@ -7,17 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-from trm_kaggle.cli.common import run_cli
+from trm_kaggle.cli.common import HelpFormatter, run_cli
 from trm_kaggle.errors import UserError
 
 PROG = "trm-package"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--ckpt", required=True, help="a checkpoint path, or a name like step_72385 looked up in --runs-dir")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where a --ckpt given by name is looked up")
+    p.add_argument("--out", required=True, type=Path, help="the bundle directory to write (must not exist unless --force)")
     p.add_argument("--python", default="3.11", help="the Kaggle image's Python (3.11: ARC Prize 2025; 3.12: newer)")
     p.add_argument("--slug", default="you/trm-arc", help="the Kaggle dataset id, OWNER/NAME")
     p.add_argument("--keep-embeddings", action="store_true", help="keep the full puzzle-embedding table")

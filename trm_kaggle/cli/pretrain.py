@@ -17,9 +17,40 @@ from trm_kaggle.config import DATASET_FIELDS, PretrainConfig
 from trm_kaggle.errors import UserError
 
 PROG = "trm-pretrain"
+EXIT_STOPPED_EARLY = 75  # EX_TEMPFAIL: checkpointed on SIGTERM before the end; run it again to resume
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-USAGE = (f"usage: {PROG} preset={{arc2_paper,arc2_posttrain,cpu_tiny,nqueens_trm,sudoku_trm,synthetic_cpu}} data_path=DIR run_dir=DIR "
-         "[max_steps=N] [resume=true] [init_from=CKPT] [key=value ...]\nconfig: " + str(CONF_DIR))
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "preset").glob("*.yaml"))
+
+
+def usage() -> str:
+    return (f"usage: {PROG} preset={{{','.join(presets())}}} data_path=DIR run_dir=DIR "
+            "[max_steps=N] [resume=true] [init_from=CKPT] [key=value ...]\nconfig: " + str(CONF_DIR))
+
+
+def help_text() -> str:
+    """The usage line, then every key with its default and meaning (PretrainConfig's field
+    docstrings), as `trm-pretrain --help` prints them."""
+    rows = [usage(), "", "keys (key=value on the command line; a preset sets some of them first):"]
+    for key, default, meaning in described_keys(PretrainConfig):
+        rows.append(f"  {key}={'(required)' if default == '???' else default}")
+        rows.append(f"      {meaning}")
+    return "\n".join(rows)
+
+
+def described_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) of every leaf of a config model."""
+    found = []
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            found += described_keys(kind, f"{prefix}{name}.")
+            continue
+        default = "???" if info.is_required() else info.default
+        found.append((prefix + name, "null" if default is None else default, info.description or ""))
+    return found
 
 
 def compose(overrides: list[str]) -> dict[str, Any]:
@@ -71,6 +102,10 @@ def check_override_keys(overrides: list[str]) -> None:
     `+key=`, which only moves the error), with the nearest key when one is close."""
     keys = set(flat_keys(defaults_tree())) | {"preset"}
     for override in overrides:
+        if override.startswith("--"):  # --preset cpu_tiny: Hydra would answer with a lexer error
+            flag = override[2:].split("=", 1)[0].replace("-", "_")
+            raise UserError(f"{override}: {PROG} takes key=value overrides, not flags: write {flag}=VALUE "
+                            f"(e.g. preset=cpu_tiny); {PROG} --help lists the keys")
         key = override.split("=", 1)[0].lstrip("+~")
         if key.startswith("arch.") and key[len("arch."):] in DATASET_FIELDS:
             raise UserError(f"config: {key}: set by the dataset (data_path's train/dataset.json and "
@@ -78,9 +113,10 @@ def check_override_keys(overrides: list[str]) -> None:
         if key not in keys and not key.startswith("hydra"):
             near = difflib.get_close_matches(key, sorted(keys), n=1)
             raise UserError(f"config: {key}: unknown key (misspelt?)" + (f"; did you mean {near[0]}?" if near else ""))
-        presets = sorted(p.stem for p in (CONF_DIR / "preset").glob("*.yaml"))
-        if key == "preset" and override.split("=", 1)[-1] not in presets:
-            raise UserError(f"config: {override}: no such preset (presets: {', '.join(presets)})")
+        if key == "preset" and override.split("=", 1)[-1] not in presets():
+            raise UserError(f"config: {override}: no such preset (presets: {', '.join(presets())})")
+        if "=" not in override:
+            raise UserError(f"config: {override}: expected key=value (e.g. max_steps=100)")
 
 
 def flat_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
@@ -97,17 +133,20 @@ def load_config(overrides: list[str]) -> PretrainConfig:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
+        print(help_text())
         return 0
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
 
-    def body() -> None:
-        from trm_kaggle.pretrain import run_pretraining
+    def body() -> int:
+        from trm_kaggle.pretrain import pretrain
 
-        path = run_pretraining(load_config(argv))
+        path, stopped_early = pretrain(load_config(argv))
         if path is not None and os.environ.get("RANK", "0") == "0":
-            print(f"{PROG}: last checkpoint {path}")
+            print(f"{PROG}: last checkpoint {path}" + (" (stopped early by SIGTERM: resume=true continues)"
+                                                       if stopped_early else ""))
+        # Not 0: a Kubernetes Indexed Job must not count a node that stopped early as done.
+        return EXIT_STOPPED_EARLY if stopped_early else 0
 
     return run_cli(PROG, body)
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from trm_kaggle.arc import read_json
-from trm_kaggle.cli.common import run_cli
+from trm_kaggle.cli.common import HelpFormatter, run_cli
 from trm_kaggle.errors import UserError
 from trm_kaggle.submission import ScoreResult, SubmissionError, load_solutions, score_submission
 
@@ -23,7 +23,7 @@ PROG = "trm-score"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--submission", required=True, type=Path, help="submission.json to score")
     p.add_argument("--solutions", required=True, type=Path,
                    help="Kaggle-style solutions file: task id -> list of output grids")

@@ -16,14 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from trm_kaggle.cli.common import run_cli
+from trm_kaggle.cli.common import HelpFormatter, run_cli
 from trm_kaggle.kaggle.options import EMBEDDINGS_ONLY_FRACTION as MODES
 
 PROG = "trm-simulate"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--profile", default="kaggle-4xL4", help="kaggle-4xL4, kaggle-2xT4, h100 or cpu")
     p.add_argument("--challenges", type=Path, help="challenges JSON the hidden set is scaled from (default: "
                                                     "ARC-AGI-2 evaluation's shape)")
@@ -31,21 +31,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=["trm", "dis"],
                    help="time fine-tuning with this objective: dis without --model times the arc2_dis preset's "
                         "architecture (seed 001's DIS medium); default: the model's (the paper TRM)")
-    p.add_argument("--steps", type=int, default=15_000)
-    p.add_argument("--batch-size", type=int, default=384)
-    p.add_argument("--num-aug", type=int, default=512)
-    p.add_argument("--mode", default="emb_first_quarter", choices=sorted(MODES))
-    p.add_argument("--budget-hours", type=float, default=12.0)
-    p.add_argument("--margin-minutes", type=float, default=20.0)
-    p.add_argument("--hidden-tasks", type=int, default=240)
+    p.add_argument("--steps", type=int, default=15_000, help="fine-tune steps to time")
+    p.add_argument("--batch-size", type=int, default=384, help="global fine-tune batch (examples per step)")
+    p.add_argument("--num-aug", type=int, default=512, help="augmentations voted per test input")
+    p.add_argument("--mode", default="emb_first_quarter", choices=sorted(MODES), help="fine-tuning mode (what is trained when)")
+    p.add_argument("--budget-hours", type=float, default=12.0, help="the run's time limit (Kaggle: 12 h)")
+    p.add_argument("--margin-minutes", type=float, default=20.0, help="kept free before the budget ends")
+    p.add_argument("--hidden-tasks", type=int, default=240, help="tasks of the hidden set the file's tasks are scaled to")
     p.add_argument("--cell-scale", type=float, help="grid-cell scaling of the file's tasks (default: up to "
                                                      "evaluation size, ≥ 1)")
-    p.add_argument("--calibration", type=Path, help="efficiencies measured by --calibrate")
+    p.add_argument("--calibration", type=Path, help="efficiencies measured by --calibrate on the --profile's kind of "
+                                                     "device")
+    p.add_argument("--calibration-from-other-device", action="store_true",
+                   help="apply a --calibration measured on another kind of device (±50%%, with a warning)")
     p.add_argument("--calibrate", action="store_true", help="time this machine's device and save --calibration")
-    p.add_argument("--calibrate-batch", type=int, default=1)
-    p.add_argument("--calibrate-calls", type=int, default=1)
+    p.add_argument("--calibrate-batch", type=int, default=1, help="--calibrate: examples per timed call")
+    p.add_argument("--calibrate-calls", type=int, default=1, help="--calibrate: timed calls per measurement")
     p.add_argument("--dry-run", action="store_true", help="run trm-submit with a tiny model under a virtual clock")
-    p.add_argument("--dry-run-dir", type=Path, default=Path("runs/dry-run"))
+    p.add_argument("--dry-run-dir", type=Path, default=Path("runs/dry-run"), help="--dry-run: where its files go")
     p.add_argument("--dry-run-tasks", type=int, help="dry-run only the file's first N tasks (costs scale up)")
     p.add_argument("--inference-slowdown", type=float, default=1.0,
                    help="dry run: inference this many times slower than the warm-up predicts")
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             return calibrate(args, config)
         profile = sim.profile_named(args.profile)
         if args.calibration:
-            profile = sim.load_calibration(args.calibration, profile)
+            profile = sim.load_calibration(args.calibration, profile, args.calibration_from_other_device)
         settings = sim.Settings(args.steps, args.batch_size, args.num_aug, MODES[args.mode], args.budget_hours,
                                 args.margin_minutes)
         workload = sim.Workload.hidden_from(args.challenges, args.hidden_tasks, args.cell_scale)
@@ -90,9 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             from trm_kaggle.dry_run import DryRunOptions, dry_run
 
-            lines, _ = dry_run(prediction, config, args.challenges, args.dry_run_dir,
-                               DryRunOptions(tasks=args.dry_run_tasks, inference_slowdown=args.inference_slowdown))
+            lines, report = dry_run(prediction, config, args.challenges, args.dry_run_dir,
+                                    DryRunOptions(tasks=args.dry_run_tasks, inference_slowdown=args.inference_slowdown))
             prediction.notes += lines
+            prediction.outcome = {"steps_planned": report.plan.steps if report.plan else None,
+                                  "steps_done": report.steps_done, "chunks_done": report.chunks_done,
+                                  "chunks_total": report.chunks_total, "verdict": report.verdict(),
+                                  "ok": not report.failures() and report.chunks_done == report.chunks_total}
         print(prediction.to_json() if args.json else "\n".join(sim.report_lines(prediction)))
         return 0
 

@@ -17,25 +17,35 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from trm_kaggle.cli.common import EXIT_USAGE, run_cli
+from trm_kaggle.cli.common import EXIT_USAGE, HelpFormatter, run_cli
 from trm_kaggle.errors import UserError
 
 PROG = "trm-submit"
 
 
 def steps_value(text: str) -> int | str:
-    return text if text == "auto" else int(text)
+    """--steps: a whole number of fine-tune steps, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of steps or auto") from None
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", type=Path, help="packaged model: trm-package's OUT, OUT/model or a zip (default: discover)")
     p.add_argument("--challenges", type=Path, help="challenges JSON (default: discover arc-agi_test_challenges.json)")
     p.add_argument("--competition", help="the competition's slug when several are mounted (default: the newest)")
-    p.add_argument("--out", type=Path, default=Path("submission.json"))
-    p.add_argument("--input-root", type=Path, default=Path("/kaggle/input"))
-    p.add_argument("--scratch", type=Path, help="scratch directory (default /kaggle/temp or a temporary one)")
-    p.add_argument("--budget-hours", type=float, default=12.0)
+    p.add_argument("--out", type=Path, default=Path("submission.json"), help="the submission file, valid from the first second")
+    p.add_argument("--input-root", type=Path, default=Path("/kaggle/input"), help="where --model and --challenges are discovered (Kaggle's datasets)")
+    p.add_argument("--scratch", type=Path,
+                   help="scratch directory, kept (default: a new one under /kaggle/temp or the system's temporary "
+                        "directory, removed at the end)")
+    p.add_argument("--keep-scratch", action="store_true", default=None,
+                   help="keep the scratch directory trm-submit created (to look at its data and weights)")
+    p.add_argument("--budget-hours", type=float, default=12.0, help="the run ends within this many hours of its start (Kaggle: 12)")
     p.add_argument("--margin-minutes", type=float, help="kept free before the budget ends (default min(20, 10%%))")
     p.add_argument("--num-aug", type=int, help="augmentations voted per test input (default 512*)")
     p.add_argument("--mode", help="fine-tuning mode (default emb_first_quarter*)",
@@ -48,12 +58,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--infer-batch-size", type=int, help="inference batch per device")
     p.add_argument("--lr", type=float, help="trunk learning rate (default 2e-4*)")
     p.add_argument("--puzzle-emb-lr", type=float, help="puzzle-embedding learning rate (default 2e-2*)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: every CUDA GPU, else CPU worker processes")
     p.add_argument("--gpus", default="auto", help="devices to use (CPU: worker processes), or auto")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
     p.add_argument("--short", action="store_true",
                    help="a short run: at most 15 min, 8 augmentations, 100 steps (what a saved notebook version runs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the augmentations and of fine-tuning")
     return p
 
 

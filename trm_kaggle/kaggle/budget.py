@@ -101,8 +101,18 @@ def plan_finetune(measured: Measured, now: float, deadline: float, examples: int
                 reserve_s=reserve, deadline=deadline, why=why, measured=measured)
 
 
+def since_start(seconds: float) -> str:
+    """A time relative to the run's start: '+95 s', or '-161 s (before the start)'."""
+    return f"{seconds:+.0f} s" + (" (before the start)" if seconds < 0 else "")
+
+
 def plan_lines(plan: Plan, start: float) -> list[str]:
-    return [f"plan: {plan.steps} fine-tune steps ({plan.embeddings_only_steps} embeddings only), {plan.why}",
-            f"plan: fine-tune ~{plan.predicted_finetune_s:.0f} s, ends by +{plan.finetune_end - start:.0f} s; "
-            f"inference ~{plan.predicted_inference_s:.0f} s; reserve {plan.reserve_s:.0f} s; "
-            f"deadline +{plan.deadline - start:.0f} s"]
+    """The plan for the log, times relative to the run's start."""
+    lines = [f"plan: {plan.steps} fine-tune steps ({plan.embeddings_only_steps} embeddings only), {plan.why}",
+             f"plan: fine-tune ~{plan.predicted_finetune_s:.0f} s, must end by {since_start(plan.finetune_end - start)}; "
+             f"inference ~{plan.predicted_inference_s:.0f} s; reserve {plan.reserve_s:.0f} s; "
+             f"deadline {since_start(plan.deadline - start)}"]
+    if plan.steps == 0:
+        lines.append("plan: the budget is too small on this device for one fine-tune step: the packaged model "
+                     "predicts, and chunks that do not fit before the deadline keep their fallback answers")
+    return lines

@@ -83,7 +83,10 @@ class SubmitOptions(FinetuneOptim):
     input_root: Path = Path("/kaggle/input")
     """Where Kaggle mounts the competition's and the user's datasets."""
     scratch: Path | None = None
-    """Scratch directory; None: /kaggle/temp when it exists, else a temporary one."""
+    """Scratch directory; None: a new one under /kaggle/temp when it exists, else under the
+    system's temporary directory, removed at the end unless keep_scratch."""
+    keep_scratch: bool = False
+    """Keep the scratch directory trm-submit created itself (a given `scratch` is always kept)."""
     budget_hours: float = Field(12.0, gt=0)
     """The run must end within this many hours of started_at."""
     margin_minutes: float | None = Field(None, ge=0)

@@ -78,7 +78,10 @@ class Report:
         reasons = [f"error: {self.error}"] if self.error else []
         if self.finetune_started and (self.plan is None or (self.plan.steps > 0 and not self.steps_done)):
             reasons.append("fine-tuning produced no weights (the packaged model predicted)")
-        if self.test_inputs and self.chunks_done == 0:
+        if self.test_inputs and self.chunks_done == 0 and self.plan is not None and self.plan.steps == 0:
+            reasons.append(f"budget too small on this device: no fine-tune step and no inference chunk fit; "
+                           f"the submission holds fallbacks only ({self.test_inputs} test inputs)")
+        elif self.test_inputs and self.chunks_done == 0:
             reasons.append(f"inference produced no predictions: all {self.test_inputs} answers are fallbacks")
         elif self.test_inputs and self.answered == 0:
             reasons.append(f"no prediction decoded to a grid: all {self.test_inputs} answers are fallbacks")
@@ -120,6 +123,7 @@ class SubmitRun:
         start = options.started_at or now
         self.deadline = Deadline.of(start, options.budget_s, options.margin_s)
         self.report = Report(options.out, start, self.deadline.end)
+        self.own_scratch = options.scratch is None  # made here: removed at the end unless keep_scratch
         self.scratch = options.scratch or paths.default_scratch()
         self.tasks: list[Task] = []
         self.phase_start = now
@@ -235,7 +239,7 @@ class SubmitRun:
                 progress = message
             if self.clock.now() > stop_at:
                 workers.stop(processes, "fine-tuning is late")
-                self.report.event("fine-tuning ran past its end time: stopped; inference uses the last saved weights")
+                self.report.event(self.late_finetune_event())
                 break
         dead = [rank for rank in workers.failed(processes) if processes[rank].exitcode != -signal.SIGTERM]
         if dead:
@@ -343,6 +347,22 @@ class SubmitRun:
             voted.add(chunk)
         return bool(new)
 
+    def late_finetune_event(self) -> str:
+        plan = self.report.plan
+        if plan is None:
+            return "fine-tuning's warm-up ran past the time allowed for it: stopped; the packaged model predicts"
+        if plan.steps == 0:
+            return "no fine-tune step fit the budget: workers stopped after the warm-up; the packaged model predicts"
+        return "fine-tuning ran past its end time: stopped; inference uses the last saved weights"
+
+    def remove_own_scratch(self) -> None:
+        """The scratch directory this run created, gone unless --keep-scratch (/tmp filled up
+        with one trm-submit-* per run otherwise). The submission is never in it."""
+        if self.own_scratch and not self.options.keep_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        elif self.own_scratch:
+            log.info("scratch kept: %s", self.scratch)
+
     # ------------------------------------------------------------------------ the run
 
     def run(self) -> Report:
@@ -400,6 +420,8 @@ def submit(options: SubmitOptions, clock: Clock = WallClock()) -> Report:
         log.error("%s; the last written submission stands", run.report.error)
         if not isinstance(exc, UserError):
             log.error(traceback.format_exc())
+    finally:
+        run.remove_own_scratch()
     verdict, *rest = run.report.lines()
     for line in rest:
         log.info(line)

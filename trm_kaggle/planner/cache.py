@@ -265,7 +265,7 @@ def build_cache(teacher: Path, data_dir: Path, cache: Path, settings: CacheSetti
     mine = [c for c in range(manifest.chunks) if c % world.world_size == world.rank]
     todo = [c for c in mine if not shard_path(cache, c).is_file()]
     start = time.perf_counter()
-    for c in tqdm(todo, desc="teacher cache", unit="chunk", disable=not progress or not world.is_main):
+    for c in tqdm(todo, desc="teacher cache", unit="chunk", disable=None if progress and world.is_main else True):
         examples = np.arange(c * settings.chunk, min((c + 1) * settings.chunk, split.num_examples))
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + c)
         shard = chunk_entries(model, split, examples, settings, generator, world.device)
