@@ -182,3 +182,39 @@ def test_reuse_keeps_a_dataset_built_from_the_same_recipe_and_rebuilds_another(t
     (foreign / "mine.txt").write_text("not a dataset")
     code, err = run([a if a != str(out) else str(foreign) for a in argv[:-1]], capsys)
     assert code == 2 and "--reuse only replaces an earlier one" in err and (foreign / "mine.txt").is_file()
+
+
+def fixture_argv(out) -> list[str]:
+    from conftest import ARC_MINI
+    return ["--source", str(ARC_MINI), "--subsets", "mini_train,mini_eval", "--test-set", "mini_eval",
+            "--num-aug", "3", "--out", str(out)]
+
+
+def test_the_size_is_estimated_before_writing_and_a_full_disk_refused(tmp_path, capsys, monkeypatch):
+    import shutil as sh
+    from trm_kaggle.dataset import build
+    assert main(fixture_argv(tmp_path / "a")) == 0
+    said = capsys.readouterr().err
+    number, unit = said.split("planned ~")[1].split()[:2]
+    estimate = float(number) * {"MB": 1e6, "GB": 1e9}[unit]
+    actual = sum(p.stat().st_size for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert 0.8 * actual <= estimate <= 1.25 * actual + 1e7, (estimate, actual)
+    small = sh._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
+    monkeypatch.setattr(build.shutil, "disk_usage", lambda _: small)
+    code, err = run(fixture_argv(tmp_path / "b"), capsys)
+    assert_one_line_error(code, err, "the dataset needs ~", "MB free", "--ignore-space")
+    assert not (tmp_path / "b").exists() and [p.name for p in tmp_path.iterdir()] == ["a"]
+    assert main(fixture_argv(tmp_path / "b") + ["--ignore-space", "--quiet"]) == 0
+
+
+def test_a_disk_that_fills_up_mid_write_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+    from trm_kaggle.dataset import build
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".c.partial" / "train" / "x.npy"))
+
+    monkeypatch.setattr(build, "write_split", full)
+    code, err = run(fixture_argv(tmp_path / "c"), capsys)
+    assert_one_line_error(code, err, "no space left on the device writing", "nothing was left half-written")
+    assert list(tmp_path.iterdir()) == []

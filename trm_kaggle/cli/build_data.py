@@ -60,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", action="store_true",
                    help="keep --out when its build.json records the same source (files' SHA-256), options and "
                         "builder version; otherwise build and replace it (a cluster's init container)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--ignore-space", action="store_true",
+                   help="write even when the target filesystem has less free space than the dataset needs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no size estimate")
     return p
 
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         test_set=args.test_set, out=args.out, num_aug=1000 if args.num_aug is None else args.num_aug, seed=args.seed,
         translation=not args.no_translation, force=args.force, progress=not args.quiet,
         allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
-        holdout=args.holdout, holdout_seed=args.holdout_seed, reuse=args.reuse,
+        holdout=args.holdout, holdout_seed=args.holdout_seed, reuse=args.reuse, ignore_space=args.ignore_space,
         canvas=args.canvas if args.canvas is not None else synthetic.CANVAS if generated else CANVAS,
         generated_tasks=sizes)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
@@ -102,7 +104,7 @@ def build_generated(args: argparse.Namespace) -> int:
                                           ("--holdout", args.holdout), ("--no-translation", args.no_translation),
                                           ("--allow-overlap", args.allow_overlap), ("--canvas", args.canvas is not None),
                                           ("--exclude-overlap-with", args.exclude_overlap_with),
-                                          ("--reuse", args.reuse)) if given]
+                                          ("--reuse", args.reuse), ("--ignore-space", args.ignore_space)) if given]
     if arc_only:
         parser().error(f"{arc_only[0]}: an ARC option; --source {args.source} takes --train-size, --test-size, "
                        "--num-aug (sudoku), --seed, --out, --force")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable
 
@@ -18,6 +19,14 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
         return body() or 0
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every writer here stages and renames, so what was being written is gone, not half there
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: no space left on the device{where}: nothing was left half-written; free some "
+              "space or write elsewhere", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -25,6 +25,8 @@ Deviations from the original, all deliberate:
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,7 @@ class BuildOptions:
     canvas: int = CANVAS                     # side of the square canvas: 30 (900 tokens) for ARC
     generated_tasks: dict[str, int] | None = None  # synthetic: tasks per subset (None: the defaults)
     reuse: bool = False                      # keep `out` when its build.json records this recipe
+    ignore_space: bool = False               # write even when the filesystem looks too small
 
 
 @dataclass
@@ -378,6 +381,32 @@ def recorded_build(out: Path, wanted: dict) -> tuple[dict | None, str]:
     return record, ""
 
 
+def estimated_bytes(plans: Sequence[TaskPlan], canvas: int) -> int:
+    """What the dataset will take on disk, known from the plan before anything is written:
+    every split's rows of inputs and labels (uint8, canvas² each) plus their index arrays."""
+    rows = sum(p.num_variants * len(p.examples(split)) for p in plans for split in ("train", "test"))
+    variants = sum(p.num_variants for p in plans)
+    return rows * (2 * canvas * canvas) + 4 * (2 * variants + 2 * rows) + 64 * 1024
+
+
+def check_space(options: BuildOptions, needed: int) -> None:
+    """Say how much the build will write; UserError when the target filesystem has less free
+    (a replaced dataset is deleted only after the new one is complete, so it does not count)."""
+    where = next(p for p in (options.out, *options.out.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if options.progress:
+        print(f"trm-build-data: planned ~{size_text(needed)} on disk; {size_text(free)} free on {where}",
+              file=sys.stderr)
+    if needed > free and not options.ignore_space:
+        raise UserError(f"{options.out}: the dataset needs ~{size_text(needed)} and {where} has "
+                        f"{size_text(free)} free: free some space, write elsewhere or lower --num-aug "
+                        "(--ignore-space writes anyway)")
+
+
+def size_text(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
 def is_dataset_dir(path: Path) -> bool:
     return (path / "identifiers.json").is_file() and (path / "train").is_dir() and (path / "test").is_dir()
 
@@ -415,6 +444,7 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
             return BuildSummary(out=options.out, tasks=earlier["tasks"], variants=0, examples=earlier["examples"],
                                 seconds=time.perf_counter() - start, data=data["title"], reused=True)
     plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
+    check_space(options, estimated_bytes(plans, options.canvas))
     with atomic_dir(options.out) as staging:
         examples = write_dataset(staging, plans, options)
         if selection.holdout:
