@@ -37,6 +37,8 @@ def test_dump_logits_equals_the_originals_and_the_submission_is_complete(tmp_pat
     np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["q_halt_logits"], expected["q_halt_logits"], atol=1e-4, rtol=0)
     assert "pass@K per output (Kaggle): @1 " in out
+    assert "--limit 12: 12 of " in out and f"wrote {tmp_path / 'submission.json'} (--submission)" in out
+    assert "@1000" not in out and "and above: no test input has more than" in out  # no pass@K beyond the candidates that exist
     tasks = [parse_task(k, v, REFERENCE_DATASET) for k, v in
              json.loads((REFERENCE_DATASET / "test_puzzles.json").read_text()).items()]
     submission = json.loads((tmp_path / "submission.json").read_text())
@@ -149,3 +151,14 @@ def test_num_aug_keeps_the_original_and_the_first_variants():
     assert len(select_examples(split, 1, None)) == 40
     assert len(select_examples(split, None, None)) == split.num_examples == 80
     assert select_examples(split, None, 7).tolist() == list(range(7))
+
+
+def test_what_num_aug_and_fallbacks_left_out_is_said(capsys):
+    code, out, err = run(capsys, "--ckpt", str(CHECKPOINT / "step_72385"), "--data", str(REFERENCE_DATASET),
+                         "--limit", "12", "--num-aug", "100000")
+    assert code == 0, err
+    assert "--num-aug 100000: the dataset holds at most " in out and "voted over those" in out
+    voted = [l for l in out.splitlines() if "test inputs voted on" in l][0]
+    reached, total = map(int, voted.split(" test inputs")[0].split(" of "))
+    if reached < total:  # --limit reaches few tasks: the others are named as fallbacks
+        assert f"{total - reached} test input(s) without a decoded prediction get fallback answers" in out

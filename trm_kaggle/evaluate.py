@@ -127,11 +127,23 @@ class ARCVote:
                 | {f"kaggle_pass@{k}": v for k, v in self.pass_at.per_output.items()})
 
     def lines(self) -> list[str]:
-        lines = [f"{len(self.ranked)} test inputs voted on, {len(self.tasks)} tasks"]
+        """What was voted on, which test inputs got fallback answers, and pass@K up to the most
+        candidates any test input has (a larger K could only repeat that value)."""
+        inputs = [(t.id, i) for t in self.tasks for i in range(len(t.test))]
+        fallbacks = [f"{t}[{i}]" for t, i in inputs if not self.ranked.get((t, i))]
+        lines = [f"{len(inputs) - len(fallbacks)} of {len(inputs)} test inputs voted on, {len(self.tasks)} tasks"]
+        if fallbacks:
+            lines.append(f"{len(fallbacks)} test input(s) without a decoded prediction get fallback answers: "
+                         + ", ".join(fallbacks[:5]) + (" ..." if len(fallbacks) > 5 else ""))
         if self.pass_at is not None:
+            most = max((len(c) for c in self.ranked.values()), default=0)
+            shown = [k for k in self.pass_at.per_task if k <= max(most, 1)]
             for label, values in (("per task (original)", self.pass_at.per_task),
                                   ("per output (Kaggle)", self.pass_at.per_output)):
-                lines.append(f"pass@K {label}: " + "  ".join(f"@{k} {v:.4f}" for k, v in values.items()))
+                lines.append(f"pass@K {label}: " + "  ".join(f"@{k} {values[k]:.4f}" for k in shown))
+            if len(shown) < len(self.pass_at.per_task):
+                lines.append(f"(no pass@{list(self.pass_at.per_task)[len(shown)]} and above: no test input has more "
+                             f"than {most} distinct candidates)")
         return lines
 
     def files(self, about: dict) -> dict[str, bytes]:
@@ -155,14 +167,17 @@ def dataset_kind(data_dir: Path) -> str:
 
 
 def score(kind: str, data_dir: Path, split: SplitArrays, split_name: str, names: list[str],
-          predictions: Predictions) -> Scores:
+          predictions: Predictions, reached_only: bool = False) -> Scores:
     """The scores of `predictions` by the dataset's kind (see `dataset_kind`); an ARC train
-    split is scored by exact match, as there is nothing to vote on."""
+    split is scored by exact match, as there is nothing to vote on. `reached_only` (--limit):
+    pass@K over the tasks some evaluated example belongs to, not over every task."""
     if scores_step_by_step(kind, split_name):
         return ExactMatch.of(predictions)
     tasks = load_tasks(data_dir)
     ranked = vote(split, names, predictions)
-    solutions = {t.id: [p.output for p in t.test] for t in tasks if t.has_solutions}
+    reached = {task_id for task_id, _ in ranked}
+    solutions = {t.id: [p.output for p in t.test] for t in tasks
+                 if t.has_solutions and (t.id in reached or not reached_only)}
     return ARCVote(tasks, ranked, pass_at_k(ranked, solutions) if solutions and ranked else None)
 
 
@@ -176,6 +191,7 @@ class Evaluation:
     predictions: Predictions
     scores: Scores
     ema: bool  # predicted with the EMA averages (else the live weights)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what --num-aug / --limit left out
 
 
 def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", num_aug: int | None = None,
@@ -203,10 +219,25 @@ def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", n
     model = checkpoint.build_model(dtype)
     remap = identifier_map(names, checkpoint.identifiers, ids_file)
     examples = select_examples(split, num_aug, limit)
+    notes = selection_notes(split, num_aug, limit, len(examples))
     kind = dataset_kind(data_dir)
     predictions = predict(model, split, batch_size, examples, remap, keep_steps, progress=progress,
                           score_steps=scores_step_by_step(kind, split_name))
-    return Evaluation(predictions, score(kind, data_dir, split, split_name, names, predictions), ema)
+    scores = score(kind, data_dir, split, split_name, names, predictions, reached_only=limit is not None)
+    return Evaluation(predictions, scores, ema, notes)
+
+
+def selection_notes(split: SplitArrays, num_aug: int | None, limit: int | None, selected: int) -> list[str]:
+    """What --num-aug and --limit left out, in words (an evaluation never silently shrinks)."""
+    notes = []
+    most = int(np.diff(split.group_indices).max()) - 1 if len(split.group_indices) > 1 else 0
+    if num_aug is not None and num_aug > most:
+        notes.append(f"--num-aug {num_aug}: the dataset holds at most {most} augmentations per task "
+                     f"(its build's --num-aug): voted over those {most}")
+    if limit is not None and selected < split.num_examples:
+        notes.append(f"--limit {limit}: {selected} of {split.num_examples} examples evaluated; scores count only "
+                     "the test outputs of the tasks they reach")
+    return notes
 
 
 def write_logits(path: Path, predictions: Predictions) -> None:
@@ -219,5 +250,6 @@ def write_logits(path: Path, predictions: Predictions) -> None:
 
 def summary_lines(evaluation: Evaluation) -> list[str]:
     weights = "EMA averages" if evaluation.ema else "live weights"
-    return [f"{len(evaluation.predictions.example_index)} predictions ({weights})", *evaluation.scores.lines()]
+    return [f"{len(evaluation.predictions.example_index)} predictions ({weights})", *evaluation.notes,
+            *evaluation.scores.lines()]
 

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             scores = result.scores
             write_submission(args.submission, build_submission(scores.tasks, scores.ranked), scores.tasks)
         print("\n".join(summary_lines(result)))
+        for flag, path in (("--submission", args.submission), ("--dump-logits", args.dump_logits)):
+            if path is not None:
+                print(f"wrote {path} ({flag})")
 
     return run_cli(PROG, body)
 

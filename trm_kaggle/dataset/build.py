@@ -119,7 +119,7 @@ class BuildSummary:
                     "records the same source and options): nothing built")
         text = (f"{self.out}: {self.data + ': ' if self.data else ''}{self.tasks} tasks, {self.variants} variants, "
                 f"{self.examples['train']} train + {self.examples['test']} test examples, "
-                f"built in {self.seconds:.1f} s, {self.size_bytes / 1e9:.2f} GB on disk")
+                f"built in {self.seconds:.1f} s, {size_text(self.size_bytes)} on disk")
         if self.selection:
             text += f"; {self.selection}"
         if self.holdout_dir is not None:
