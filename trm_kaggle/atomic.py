@@ -17,6 +17,12 @@ from typing import Callable, Iterable, Iterator
 from trm_kaggle.errors import UserError
 
 
+def process_tag() -> str:
+    """'host-pid', naming a temporary path as this process's: pods on a shared volume often
+    run with the same pid, so the pid alone would collide."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 @contextmanager
 def atomic_dir(out: Path, fsync: bool = False) -> Iterator[Path]:
     """Build `out` in a staging directory beside it (same filesystem, so renames are atomic);
@@ -24,8 +30,7 @@ def atomic_dir(out: Path, fsync: bool = False) -> Iterator[Path]:
     renamed directory of empty files)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # host and pid: pods on a shared volume often run with the same pid
-    owner = f"{socket.gethostname()}-{os.getpid()}"
+    owner = process_tag()
     staging = out.parent / f".{out.name}.partial-{owner}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

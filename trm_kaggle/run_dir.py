@@ -4,16 +4,15 @@ and the holds a copier takes), and the JSONL metrics log."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from trm_kaggle.atomic import process_tag
 from trm_kaggle.checkpoint import FORMAT, META_FILE
 from trm_kaggle.errors import UserError
 
@@ -53,7 +52,7 @@ HOLD_TTL_SECONDS = 6 * 3600  # a hold not refreshed for this long is a dead copi
 
 
 def hold_file(checkpoint: Path, who: str) -> Path:
-    return checkpoint.parent / HOLDS_DIR / f"{checkpoint.name}.{who}-{socket.gethostname()}-{os.getpid()}"
+    return checkpoint.parent / HOLDS_DIR / f"{checkpoint.name}.{who}-{process_tag()}"
 
 
 def holders(checkpoint: Path, ttl_seconds: float = HOLD_TTL_SECONDS) -> list[Path]:
@@ -117,7 +116,7 @@ def prune(run_dir: Path, keep_last: int | None, ttl_seconds: float = HOLD_TTL_SE
         if dry_run:
             removed.append(path)
             continue
-        doomed = path.with_name(f".{path.name}.pruning-{socket.gethostname()}-{os.getpid()}")
+        doomed = path.with_name(f".{path.name}.pruning-{process_tag()}")
         try:
             path.rename(doomed)
         except FileNotFoundError:

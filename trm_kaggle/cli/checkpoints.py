@@ -46,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
 WHO = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def prune(args: argparse.Namespace, run_dir) -> int:
+def prune(args: argparse.Namespace) -> int:
+    from trm_kaggle import run_dir
+
     if not args.run_dir.is_dir():
         if args.missing_ok:
             print(f"{args.run_dir}: no such run directory yet: nothing to prune")
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             print(found)
             return 0
         if args.command == "prune":
-            return prune(args, run_dir)
+            return prune(args)
         if not args.cmd:
             raise UserError("hold: give the command to run after --")
         if not WHO.fullmatch(args.who):

@@ -357,7 +357,7 @@ def comparable(recipe_or_record: dict) -> dict:
     if data.get("files"):
         data.pop("source", None)
         data.pop("title", None)
-    return {**{key: recipe_or_record.get(key) for key in recipe_or_record if key in RECIPE_KEYS}, "data": data}
+    return {**{key: recipe_or_record.get(key) for key in RECIPE_KEYS}, "data": data}
 
 
 def recorded_build(out: Path, wanted: dict) -> tuple[dict | None, str]:
@@ -433,16 +433,16 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
         data = describe_source(options.source, options.subsets)
     else:
         data = {"source": options.source, "version": "tasks given in memory", "title": ""}
-    selection = select(subsets, options.test_set, exclude_overlap_with=options.exclude_overlap_with,
-                       holdout=options.holdout, holdout_seed=options.holdout_seed,
-                       allow_overlap=options.allow_overlap)
-    check_canvas(selection.subsets, options.canvas)
     wanted, replaced = recipe(options, data), ""
-    if options.reuse and not options.force:
+    if options.reuse and not options.force:  # decided before the selection's overlap checks: a pod's every start
         earlier, replaced = recorded_build(options.out, wanted)
         if earlier is not None:
             return BuildSummary(out=options.out, tasks=earlier["tasks"], variants=0, examples=earlier["examples"],
                                 seconds=time.perf_counter() - start, data=data["title"], reused=True)
+    selection = select(subsets, options.test_set, exclude_overlap_with=options.exclude_overlap_with,
+                       holdout=options.holdout, holdout_seed=options.holdout_seed,
+                       allow_overlap=options.allow_overlap)
+    check_canvas(selection.subsets, options.canvas)
     plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
     check_space(options, estimated_bytes(plans, options.canvas))
     with atomic_dir(options.out) as staging:
