@@ -218,3 +218,32 @@ def test_a_disk_that_fills_up_mid_write_is_one_line_and_leaves_nothing(tmp_path,
     code, err = run(fixture_argv(tmp_path / "c"), capsys)
     assert_one_line_error(code, err, "no space left on the device writing", "nothing was left half-written")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tasks_builds_only_those_and_draws_their_variants_as_the_full_build(tmp_path, mini_dataset, capsys):
+    from trm_kaggle.dataset.format import load_identifiers
+    train_id, test_id = "007bbfb7", "20270e3b"
+    assert main(fixture_argv(tmp_path / "few") + ["--tasks", f"{test_id},{train_id}", "--quiet"]) == 0
+    assert "2 of 32 tasks chosen (--tasks)" in capsys.readouterr().out
+    few = tmp_path / "few"
+    assert list(json.loads((few / "test_puzzles.json").read_text())) == [test_id]
+    names = load_identifiers(few)
+    assert {n.split("|||")[0] for n in names[1:]} == {train_id, test_id}
+    assert set(names) <= set(load_identifiers(mini_dataset))  # each task's draw depends only on seed and id
+    record = json.loads((few / "build.json").read_text())
+    assert record["tasks"] == 2 and record["selection"]["chosen_tasks"] == [2, 32]
+    assert record["task_ids"] == sorted([train_id, test_id])
+    argv = fixture_argv(few) + ["--tasks", f"{train_id},{test_id}", "--reuse", "--quiet"]
+    assert main(argv) == 0 and "up to date" in capsys.readouterr().out  # the same tasks, in another order
+    argv[argv.index("--tasks") + 1] = test_id
+    assert main(argv) == 0 and "it was built with task_ids" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ("20270e3b,nosuch", "--tasks: no task nosuch in --subsets mini_train,mini_eval"),
+    ("007bbfb7", "--tasks: none of them is in --test-set mini_eval, so the test split would be empty"),
+])
+def test_tasks_that_cannot_be_built_are_one_line(tasks, message, tmp_path, capsys):
+    code, err = run(fixture_argv(tmp_path / "out") + ["--tasks", tasks], capsys)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "out").exists()

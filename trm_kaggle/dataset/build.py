@@ -71,6 +71,7 @@ class BuildOptions:
     generated_tasks: dict[str, int] | None = None  # synthetic: tasks per subset (None: the defaults)
     reuse: bool = False                      # keep `out` when its build.json records this recipe
     ignore_space: bool = False               # write even when the filesystem looks too small
+    tasks: tuple[str, ...] | None = None     # --tasks: build only these tasks (selection.keep_tasks)
 
 
 @dataclass
@@ -337,7 +338,7 @@ def check_canvas(subsets: dict[str, list[Task]], canvas: int) -> None:
 
 
 RECIPE_KEYS = ("builder", "data", "subsets", "test_set", "num_aug", "seed", "translation", "holdout", "holdout_seed",
-               "canvas", "exclude_overlap_with", "allow_overlap")
+               "canvas", "exclude_overlap_with", "allow_overlap", "task_ids")
 
 
 def recipe(options: BuildOptions, data: dict) -> dict:
@@ -347,7 +348,8 @@ def recipe(options: BuildOptions, data: dict) -> dict:
             "subsets": list(options.subsets), "test_set": options.test_set,
             "num_aug": options.num_aug, "seed": options.seed, "translation": options.translation,
             "holdout": options.holdout, "holdout_seed": options.holdout_seed, "canvas": options.canvas,
-            "exclude_overlap_with": options.exclude_overlap_with, "allow_overlap": options.allow_overlap}
+            "exclude_overlap_with": options.exclude_overlap_with, "allow_overlap": options.allow_overlap,
+            "task_ids": sorted(options.tasks) if options.tasks is not None else None}
 
 
 def comparable(recipe_or_record: dict) -> dict:
@@ -441,7 +443,7 @@ def build_dataset(options: BuildOptions, subsets: dict[str, list[Task]] | None =
                                 seconds=time.perf_counter() - start, data=data["title"], reused=True)
     selection = select(subsets, options.test_set, exclude_overlap_with=options.exclude_overlap_with,
                        holdout=options.holdout, holdout_seed=options.holdout_seed,
-                       allow_overlap=options.allow_overlap)
+                       allow_overlap=options.allow_overlap, task_ids=options.tasks)
     check_canvas(selection.subsets, options.canvas)
     plans = plan_tasks(selection.subsets, options.test_set, options.num_aug, options.seed, options.progress)
     check_space(options, estimated_bytes(plans, options.canvas))

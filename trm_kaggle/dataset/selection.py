@@ -1,6 +1,8 @@
 """Which tasks and pairs a dataset is built from: clean splits and a held-out simulation.
 
-Three steps, in this order, before any variant is chosen:
+Four steps, in this order, before any variant is chosen:
+0. `--tasks ID,...`: only these tasks (of any subset) are kept, e.g. to build a small dataset
+   of a few tasks to look at or debug; an unknown id, or none left in the test set, is an error.
 1. `--exclude-overlap-with SOURCE[:SUBSETS]`: test-set tasks whose test answer appears in another
    source are removed (ARC-AGI-2 evaluation minus ARC-AGI-1 gives the 114-task clean set that
    seed 003 builds as `evaluation2clean`).
@@ -38,10 +40,11 @@ class Selection:
     dropped_tasks: list[str] = field(default_factory=list)   # tasks left with nothing to train on
     leaks_kept: bool = False
     excluded_with: dict | None = None                        # the other source, its version and file hashes
+    chosen: tuple[int, int] | None = None                    # --tasks: (tasks kept, tasks in the source)
 
     def record(self) -> dict:
         """What build.json keeps of the selection."""
-        return {"excluded_with": self.excluded_with, "excluded_test_tasks": self.excluded, "held_out_tasks": [t.id for t in self.holdout],
+        return {"chosen_tasks": list(self.chosen) if self.chosen else None, "excluded_with": self.excluded_with, "excluded_test_tasks": self.excluded, "held_out_tasks": [t.id for t in self.holdout],
                 "overlapping_pairs": [leak.text(self.leaks_kept) for leak in self.leaks],
                 "overlap_policy": "kept" if self.leaks_kept else "dropped",
                 "tasks_left_without_pairs": self.dropped_tasks}
@@ -49,6 +52,8 @@ class Selection:
     def summary(self) -> str:
         """The selection's part of the build summary line ('' when nothing was removed)."""
         parts = []
+        if self.chosen:
+            parts.append(f"{self.chosen[0]} of {self.chosen[1]} tasks chosen (--tasks)")
         if self.excluded:
             parts.append(f"{len(self.excluded)} test-set tasks excluded (in the other source)")
         if self.leaks:
@@ -135,11 +140,32 @@ def drop_leaks(subsets: dict[str, list[Task]], leaks: list[Leak], test_set: str)
     return emptied
 
 
+def keep_tasks(subsets: dict[str, list[Task]], task_ids: tuple[str, ...], test_set: str) -> dict[str, list[Task]]:
+    """Step 0: the tasks named in `task_ids`, in their subsets. UserError for an id no subset
+    has, or when no test-set task is left (the test split would be empty)."""
+    known = {t.id for tasks in subsets.values() for t in tasks}
+    unknown = [task_id for task_id in task_ids if task_id not in known]
+    if unknown:
+        raise UserError(f"--tasks: no task {unknown[0]} in --subsets {','.join(subsets)}"
+                        + (f" (and {len(unknown) - 1} more unknown)" if len(unknown) > 1 else ""))
+    wanted = set(task_ids)
+    kept = {name: [t for t in tasks if t.id in wanted] for name, tasks in subsets.items()}
+    if not kept[test_set]:
+        raise UserError(f"--tasks: none of them is in --test-set {test_set}, so the test split would be empty")
+    return kept
+
+
 def select(subsets: dict[str, list[Task]], test_set: str, *, exclude_overlap_with: str | None = None,
-           holdout: int = 0, holdout_seed: int = 0, allow_overlap: bool = False) -> Selection:
-    """Apply the three steps of this module to `subsets` (subset name -> tasks, not modified)."""
+           holdout: int = 0, holdout_seed: int = 0, allow_overlap: bool = False,
+           task_ids: tuple[str, ...] | None = None) -> Selection:
+    """Apply the steps of this module to `subsets` (subset name -> tasks, not modified)."""
     subsets = {name: list(tasks) for name, tasks in subsets.items()}
-    selection = Selection(subsets, leaks_kept=allow_overlap)
+    chosen = None
+    if task_ids is not None:
+        total = sum(len(tasks) for tasks in subsets.values())
+        subsets = keep_tasks(subsets, task_ids, test_set)
+        chosen = (sum(len(tasks) for tasks in subsets.values()), total)
+    selection = Selection(subsets, leaks_kept=allow_overlap, chosen=chosen)
     if exclude_overlap_with:
         selection.excluded = exclude_overlap(subsets, test_set, exclude_overlap_with)
         selection.excluded_with = describe_source(*parse_other_source(exclude_overlap_with))
