@@ -15,6 +15,11 @@ FLOPs, a hardware profile and the hidden test set's size, before a submission is
   ~1.8× smaller). The model's cost does not depend on grid size (every grid sits in a 30×30
   canvas); the data build and the vote do.
 
+Whether a run fits is decided by trm-submit's own budget rule (`kaggle.budget.plan_finetune`)
+fed with these costs as its warm-up would measure them: inference is reserved at its
+predicted time × 1.25 plus a hand-over and a voting reserve, so the steps that fit here are
+the steps `--steps auto` plans, and a dry run plans them too.
+
 Nothing predicted here can beat the hardware: efficiencies lie in (0, 1].
 """
 
@@ -30,6 +35,7 @@ from trm_kaggle.augment import arc_shape
 from trm_kaggle.config import ModelConfig
 from trm_kaggle.errors import UserError
 from trm_kaggle.hardware import PEAK_BF16_TFLOPS, PEAK_FP16_TFLOPS
+from trm_kaggle.kaggle.budget import INFERENCE_SAFETY, Measured, Plan, plan_finetune
 from trm_kaggle.model import block_calls, flops_per_example
 
 HIDDEN_TASKS = 240
@@ -160,8 +166,9 @@ class Prediction:
     workload: Workload
     settings: Settings
     config: ModelConfig
+    costs: StepCosts
+    predictions: int             # test inputs × (num_aug + 1)
     notes: list[str] = field(default_factory=list)
-    step_s: float = 0.0          # one fine-tune step, all devices, mean over the embeddings-only share
     outcome: dict | None = None  # the dry run's, when one ran (trm-simulate --dry-run)
 
     @property
@@ -172,27 +179,38 @@ class Prediction:
         """The total with every compute phase at +uncertainty."""
         return self.total_s + self.profile.uncertainty * sum(self.phases[name] for name in COMPUTE_PHASES)
 
+    def plan(self, upper: bool = False) -> Plan:
+        """trm-submit's plan (`plan_finetune`, with steps "auto" and no cap) made with these
+        costs as its warm-up would measure them, after the phases that precede it; with
+        every compute phase at +uncertainty when `upper`."""
+        k = 1 + self.profile.uncertainty if upper else 1.0
+        c, devices = self.costs, self.profile.devices
+        warmup = self.phases["finetune_warmup"] * k  # a worker's start as the warm-up measures it (finetune.py)
+        measured = Measured(c.embeddings_step * k, c.full_step * k, c.infer_example_step * devices * k, warmup)
+        planned_at = self.phases["wheel_install"] + self.phases["data"] + warmup
+        return plan_finetune(measured, planned_at, self.budget_s - self.margin_s, self.predictions,
+                             self.config.halt_max_steps, devices, self.settings.embeddings_only_fraction, "auto",
+                             max_steps=2**62)
+
+    def steps_that_fit(self, upper: bool = False) -> int:
+        """The most fine-tune steps trm-submit's planner keeps before inference's reserved time
+        (at the expected cost, or with the compute phases at +uncertainty)."""
+        return self.plan(upper).steps_that_fit
+
     @property
     def fits(self) -> bool:
-        """Fits at the expected cost (fits_at_upper: still at +uncertainty)."""
-        return self.total_s + self.margin_s <= self.budget_s
+        """All the requested steps fit at the expected cost (fits_at_upper: still at +uncertainty)."""
+        return self.settings.steps <= self.steps_that_fit()
 
     @property
     def fits_at_upper(self) -> bool:
-        return self.upper_s() + self.margin_s <= self.budget_s
-
-    def steps_that_fit(self, upper: bool = False) -> int:
-        """The most fine-tune steps with which the run still ends inside the budget (at the
-        expected cost, or with the compute phases at +uncertainty)."""
-        scale = 1 + self.profile.uncertainty if upper else 1.0
-        rest = (self.upper_s() if upper else self.total_s) - self.phases["finetune"] * scale
-        free = self.budget_s - self.margin_s - rest
-        return max(0, math.floor(free / (self.step_s * scale))) if self.step_s > 0 else self.settings.steps
+        return self.settings.steps <= self.steps_that_fit(upper=True)
 
     def to_json(self) -> str:
         return json.dumps({"phases": {f"{k}_s": round(v, 1) for k, v in self.phases.items()},
                            "total_s": round(self.total_s, 1), "budget_s": self.budget_s,
                            "margin_s": self.margin_s, "fits": self.fits,
+                           "inference_reserved_s": round(self.plan().predicted_inference_s + self.plan().reserve_s, 1),
                            "total_s_upper": round(self.upper_s(), 1), "fits_at_upper": self.fits_at_upper,
                            "steps": self.settings.steps, "steps_that_fit": self.steps_that_fit(),
                            "steps_that_fit_upper": self.steps_that_fit(upper=True),
@@ -221,9 +239,8 @@ def predict(profile: Profile, workload: Workload, settings: Settings,
         "voting": predictions * VOTE_S_PER_PREDICTION * workload.cell_scale,
         "writing": settings.submission_writes * WRITE_S,
     }
-    step_s = (f * costs.embeddings_step + (1 - f) * costs.full_step)
     return Prediction(phases, settings.budget_s, settings.margin_minutes * 60, profile, workload, settings, config,
-                      step_s=step_s)
+                      costs, predictions)
 
 
 def model_line(config: ModelConfig) -> str:
@@ -255,17 +272,23 @@ def report_lines(p: Prediction) -> list[str]:
 
 
 def verdict_lines(p: Prediction) -> list[str]:
-    """Fits or not at the expected cost, then at +uncertainty, and the steps that do fit."""
-    u, budget = p.profile.uncertainty, f"{p.budget_s / 3600:.1f} h"
-    expected = (f"{'fits' if p.fits else 'does NOT fit'} at the expected cost: {p.total_s / 3600:.2f} h + "
-                f"{p.margin_s / 60:.0f} min margin vs {budget}")
-    if not p.fits:
-        expected += f"; at most {p.steps_that_fit()} of the {p.settings.steps} steps fit"
-    upper = (f"at +{u:.0%} on the compute phases: {p.upper_s() / 3600:.2f} h, "
-             + ("still fits" if p.fits_at_upper else f"does NOT fit (at most {p.steps_that_fit(upper=True)} steps "
-                                                     "would); trm-submit's planner measures and shortens fine-tuning "
-                                                     "to fit, so the run ends on time with fewer steps"))
-    return [expected, upper]
+    """Fits or not at the expected cost, then at +uncertainty, and the steps that do fit, by
+    trm-submit's budget rule (Prediction.plan)."""
+    u, budget, steps = p.profile.uncertainty, f"{p.budget_s / 3600:.1f} h", p.settings.steps
+    plan = p.plan()
+    reserved = plan.predicted_inference_s + plan.reserve_s
+    lines = [f"trm-submit's planner reserves {reserved:.0f} s for inference and voting (its prediction × "
+             f"{INFERENCE_SAFETY:g} for stragglers, a hand-over and a voting reserve) and fine-tunes until then"]
+    fit = p.steps_that_fit()
+    lines.append(f"{'fits' if p.fits else 'does NOT fit'} at the expected cost: {p.total_s / 3600:.2f} h + "
+                 f"{p.margin_s / 60:.0f} min margin vs {budget}; "
+                 + (f"room for {fit} steps" if p.fits else f"at most {fit} of the {steps} steps fit"))
+    upper = p.steps_that_fit(upper=True)
+    lines.append(f"at +{u:.0%} on the compute phases: {p.upper_s() / 3600:.2f} h, "
+                 + ("still fits" if p.fits_at_upper else f"does NOT fit (at most {upper} steps would); "
+                    "trm-submit measures and shortens fine-tuning to fit, so the run ends on time with fewer "
+                    "steps"))
+    return lines
 
 
 # ---------------------------------------------------------------------------- profiles from files

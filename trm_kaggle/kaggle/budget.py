@@ -57,6 +57,7 @@ class Plan:
     deadline: float
     why: str
     measured: Measured | None = None
+    steps_that_fit: int = 0      # the most steps that fit before finetune_end (what "auto" takes, uncapped)
     written_at: float = field(default_factory=time.time)
 
     def save(self, path: Path) -> None:
@@ -98,7 +99,7 @@ def plan_finetune(measured: Measured, now: float, deadline: float, examples: int
                                               if chosen > fits else "")
     return Plan(steps=chosen, embeddings_only_steps=math.floor(f * chosen), finetune_end=finetune_end,
                 predicted_finetune_s=chosen * mean_step, predicted_inference_s=inference,
-                reserve_s=reserve, deadline=deadline, why=why, measured=measured)
+                reserve_s=reserve, deadline=deadline, why=why, measured=measured, steps_that_fit=fits)
 
 
 def since_start(seconds: float) -> str:
