@@ -178,6 +178,21 @@ def test_late_inference_votes_with_the_chunks_done_in_time(bundle, four_tasks, t
     assert sum(report.phases.values()) < 0.01 * 3600
 
 
+def test_workers_stopped_mid_run_leave_no_leaked_semaphore(bundle, four_tasks, tmp_path):
+    """The CLI whose inference worker the deadline stops mid-chunk (after its first progress
+    bar): the run ends without Python's resource-tracker warning (see the negative control in
+    test_submit_parts: a worker with tqdm's default lock leaks one)."""
+    _, challenges = four_tasks
+    process = cli(["--model", str(bundle), "--challenges", str(challenges), "--out", str(tmp_path / "s.json"),
+                   "--budget-hours", "0.01", "--margin-minutes", "0.1", "--num-aug", "3", "--steps", "2",
+                   "--batch-size", "8", "--infer-batch-size", "1", "--device", "cpu", "--scratch", str(tmp_path / "s")],
+                  env=os.environ | {"TRM_KAGGLE_FAULTS": "slow_chunk:seconds=2"})
+    log, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, log
+    assert "chunks predicted in time; voting with those" in log  # a worker was stopped
+    assert "leaked semaphore" not in log and "resource_tracker" not in log, log
+
+
 def test_an_exception_while_voting_leaves_the_last_written_submission(bundle, four_tasks, tmp_path):
     report, _ = run(bundle, four_tasks, tmp_path, faults="vote_error", steps=1)
     assert report.error and "injected fault: voting fails" in report.error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -195,3 +196,35 @@ def test_a_compiled_model_that_fails_hands_inference_to_the_eager_one(tmp_path, 
     assert "compiled inference failed (RuntimeError: ptxas not found): predicting eagerly" in caplog.text
     with pytest.raises(RuntimeError):  # the eager model failing is a real failure
         predict_chunk(BrokenCompile(), BrokenCompile(), split, rows, 4, torch.device("cpu"))
+
+
+STOPPED_WORKER = """
+import sys, time
+from trm_kaggle.kaggle import workers
+
+def child(quiet_lock):
+    if quiet_lock:
+        workers.no_named_semaphores()
+    from tqdm import tqdm
+    for _ in tqdm(range(1), disable=True):  # even a disabled bar takes tqdm's lock
+        pass
+    time.sleep(60)
+
+if __name__ == "__main__":
+    processes = workers.start(child, [(sys.argv[1] == "1",)])
+    time.sleep(2)
+    workers.stop(processes, "test")
+"""
+
+
+@pytest.mark.parametrize("quiet_lock", [True, False])
+def test_a_stopped_worker_leaks_no_semaphore(quiet_lock, tmp_path):
+    """A worker stopped by the supervisor (SIGTERM) after a progress bar: with
+    no_named_semaphores nothing is left for the resource tracker; without (the negative
+    control) it warns of a leaked semaphore at exit."""
+    script = tmp_path / "stopped_worker.py"
+    script.write_text(STOPPED_WORKER)
+    done = subprocess.run([sys.executable, str(script), "1" if quiet_lock else "0"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("leaked semaphore" in done.stderr) != quiet_lock, done.stderr

@@ -151,11 +151,22 @@ def watch_supervisor(supervisor: int) -> None:
     os._exit(3)
 
 
+def no_named_semaphores() -> None:
+    """Give tqdm a thread lock: its default is a multiprocessing RLock, a named semaphore that
+    a worker stopped by the supervisor (SIGTERM, SIGKILL) never unlinks, so Python's resource
+    tracker warns of a "leaked semaphore" when the run ends. A worker writes its own bars
+    only, so a thread lock is all tqdm needs."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 def configure_worker(rank: int, world_size: int, port: int, device: str, cpu_workers: int,
                      spec: WorkerSpec) -> torch.device:
     """This process's rendezvous environment, device and thread count; its log lines tagged;
     its life tied to the supervisor's."""
     die_with_supervisor(spec.supervisor, spec.from_main_thread)
+    no_named_semaphores()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
