@@ -42,7 +42,7 @@ def test_every_input_completes_to_exactly_one_solution():
 
 def test_splits_are_disjoint_deterministic_and_labelled_by_their_completion():
     splits = nqueens.generate(300, 50, seed=3)
-    (train_in, train_out), (test_in, test_out) = splits["train"], splits["test"]
+    (train_in, _), (test_in, _) = splits["train"], splits["test"]
     assert train_in.shape == (300, 64) and test_in.shape == (50, 64) and train_in.dtype == np.uint8
     assert not {r.tobytes() for r in train_in} & {r.tobytes() for r in test_in}
     for inputs, labels in splits.values():

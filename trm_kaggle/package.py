@@ -19,14 +19,13 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from trm_kaggle import __version__
 from trm_kaggle.atomic import atomic_dir, check_replaceable
 from trm_kaggle.augment import CANVAS, arc_shape, canvas_side
 from trm_kaggle.checkpoint import (
-    META_FILE, STATS_FILE, TABLE, Checkpoint, averaged_state, embedding_stats, load_checkpoint, name_rows, save_state,
+    META_FILE, STATS_FILE, TABLE, averaged_state, embedding_stats, load_checkpoint, name_rows, save_state,
     sha256_file)
 from trm_kaggle.errors import UserError
 

@@ -24,7 +24,7 @@ import torch
 
 from trm_kaggle import distributed
 from trm_kaggle.checkpoint import init_from_checkpoint, load_checkpoint, save_state
-from trm_kaggle.dataset.format import SplitArrays, load_identifiers, load_split
+from trm_kaggle.dataset.format import load_identifiers, load_split
 from trm_kaggle.dataset.sampler import TrainSampler, example_puzzles, gather
 from trm_kaggle.errors import NonFiniteError
 from trm_kaggle.hardware import default_dtype
