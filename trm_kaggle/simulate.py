@@ -280,9 +280,10 @@ def verdict_lines(p: Prediction) -> list[str]:
     lines = [f"trm-submit's planner reserves {reserved:.0f} s for inference and voting (its prediction × "
              f"{INFERENCE_SAFETY:g} for stragglers, a hand-over and a voting reserve) and fine-tunes until then"]
     fit = p.steps_that_fit()
-    lines.append(f"{'fits' if p.fits else 'does NOT fit'} at the expected cost: {p.total_s / 3600:.2f} h + "
-                 f"{p.margin_s / 60:.0f} min margin vs {budget}; "
-                 + (f"room for {fit} steps" if p.fits else f"at most {fit} of the {steps} steps fit"))
+    total = f"{p.total_s / 3600:.2f} h + {p.margin_s / 60:.0f} min margin vs {budget}"
+    lines.append(f"fits at the expected cost: {total}; room for {fit} steps beside that reserve" if p.fits else
+                 f"does NOT fit at the expected cost: beside that reserve, at most {fit} of the {steps} steps fit "
+                 f"(the phases without it: {total})")
     upper = p.steps_that_fit(upper=True)
     lines.append(f"at +{u:.0%} on the compute phases: {p.upper_s() / 3600:.2f} h, "
                  + ("still fits" if p.fits_at_upper else f"does NOT fit (at most {upper} steps would); "
