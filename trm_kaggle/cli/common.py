@@ -12,6 +12,12 @@ from trm_kaggle.errors import UserError
 EXIT_USAGE = 2
 
 
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated option value (--tasks ID,..., --subsets A,B), stripped,
+    empty ones dropped, in order and with any repeats (a caller may refuse those)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def run_cli(prog: str, body: Callable[[], int | None]) -> int:
     """Run a CLI body; a UserError (bad input) becomes `prog: error: message`, exit 2.
     Anything else is a bug in this package and keeps its traceback."""

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from trm_kaggle.checkpoint import load_checkpoint
-from trm_kaggle.cli.common import HelpFormatter, run_cli
+from trm_kaggle.cli.common import HelpFormatter, comma_list, run_cli
 from trm_kaggle.evaluate import ARCVote, dataset_kind, evaluate, parse_task_ids, summary_lines, write_logits
 from trm_kaggle.submission import write_submission
 from trm_kaggle.vote import build_submission
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         for flag, path in (("--submission", args.submission), ("--dump-logits", args.dump_logits)):
             if path is not None and not path.parent.is_dir():  # before minutes of inference, not after
                 raise_usage(f"{flag} {path}: {path.parent} is not a directory")
-        task_ids = None if args.tasks is None else parse_task_ids(args.tasks, args.data)
+        task_ids = None if args.tasks is None else parse_task_ids(comma_list(args.tasks), args.data)
         dtype = args.dtype or (None if torch.cuda.is_available() else "float32")
         result = evaluate(load_checkpoint(args.ckpt), args.data, args.split, args.num_aug, args.limit,
                           args.batch_size, keep_steps=args.dump_logits is not None,

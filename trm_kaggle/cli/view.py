@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trm_kaggle.cli.common import HelpFormatter, run_cli
+from trm_kaggle.cli.common import HelpFormatter, comma_list, run_cli
 from trm_kaggle.errors import UserError
 
 PROG = "trm-view"
@@ -44,7 +44,7 @@ def show_tasks(args: argparse.Namespace) -> int:
 
     tasks = load_challenges(args.challenges)
     if args.tasks:
-        wanted = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        wanted = comma_list(args.tasks)
         unknown = [t for t in wanted if t not in {task.id for task in tasks}]
         if unknown:
             raise UserError(f"--tasks: {unknown[0]} is not in {args.challenges}")
